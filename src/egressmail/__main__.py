@@ -1,0 +1,5 @@
+"""``python -m egressmail`` is the ``egressmail`` command."""
+
+from egressmail.cli.main import main
+
+main()

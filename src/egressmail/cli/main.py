@@ -1,0 +1,58 @@
+"""Entry point of the ``egressmail`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from egressmail.__about__ import __version__
+from egressmail.cli.context import AppContext
+from egressmail.cli.output import stderr
+from egressmail.errors import EgressMailError
+
+
+class EgressMailGroup(click.Group):
+    """A group that turns the package's errors into one clear line (and a hint) plus an exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except EgressMailError as exc:
+            stderr.print(f"error: {exc.message}", markup=False)
+            if exc.hint:
+                stderr.print(f"hint: {exc.hint}", markup=False)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=EgressMailGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="egressmail")
+@click.option("--home", "home", metavar="DIR", envvar="EGRESSMAIL_HOME", default=None,
+              help="Folder holding the store and master key "
+                   "[default: $EGRESSMAIL_HOME, else the user's data folder].")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """egressmail: send email from locked-down networks.
+
+    Every part has its own group; `egressmail GROUP --help` teaches it.
+
+    The Cloud Manager CLI's commands work verbatim too, e.g.
+    `egressmail cloudmanager:set-environment-variables --programId=1001 2002 --secret NAME VALUE`.
+    """
+    ctx.obj = AppContext(home_option=home)
+
+
+def _register() -> None:
+    from egressmail.cli import commands
+
+    for command in commands.all_commands():
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Run the command line (console-script entry point)."""
+    cli(prog_name="egressmail")
+    sys.exit(0)  # pragma: no cover - click exits itself

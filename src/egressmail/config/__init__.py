@@ -1,0 +1,1 @@
+"""The config part (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The environments part (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The mail part (see docs/architecture.md)."""

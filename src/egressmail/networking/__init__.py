@@ -1,0 +1,1 @@
+"""The networking part (see docs/architecture.md)."""

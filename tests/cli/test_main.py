@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import re
+
+from egressmail import __version__
+from tests.conftest import run_cli
+
+
+def test_version_is_the_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"egressmail, version {__version__}"
+
+
+def test_help_lists_every_part() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for group in ("config", "env", "network", "gateway", "send", "outbox", "doctor", "demo"):
+        assert re.search(rf"^\s+{group}\s", result.stdout, re.M), group
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = run_cli("frobnicate")
+    assert result.returncode == 2
+    assert "No such command" in result.stderr
