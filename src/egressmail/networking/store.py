@@ -235,9 +235,11 @@ class NetworkStore:
             conn.execute("DELETE FROM network_infrastructures WHERE program_id = ?", (program,))
             _bump_program(conn, program)
 
-    def enable(self, program: str, environment: str, payload: Mapping[str, object]) -> EnvironmentNetworking:
+    def enable(self, program: str, environment: str,
+               payload: Mapping[str, object] | object) -> EnvironmentNetworking:
         """Enable advanced networking for an environment, replacing its whole configuration.
 
+        ``payload`` is the API's decoded JSON (anything: a non-object is refused with a clear error).
         ``{}`` enables it with no rules. The environment is created if it does not exist yet.
 
         Raises:

@@ -286,6 +286,7 @@ def decode_payload_json(text: str, *, source: str = "payload") -> object:
     Raises:
         InvalidPayloadJSON: not one JSON document, naming the source, line and column.
     """
+    text = text.removeprefix("\ufeff")  # a byte-order mark from Windows editors is not content
     if not text.strip():
         raise InvalidPayloadJSON(source, "is empty, expected a JSON object",
                                  hint='use {} to enable advanced networking with no rules')
