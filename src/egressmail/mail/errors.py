@@ -45,9 +45,13 @@ class MailError(DeliveryError):
 class MessageError(MailError):
     """The message itself is invalid (header injection, bad address): nothing was sent."""
 
+    exit_code = 3
+
 
 class MailConfigError(MailError):
     """The mail service's configuration cannot be used (checked before connecting)."""
+
+    exit_code = 2
 
 
 class TransientDeliveryError(MailError):
