@@ -1,0 +1,154 @@
+"""One access-log line per connection: the record (pure), its two formats, and a buffered writer.
+
+A text line reads::
+
+    2026-05-09T10:12:01.532Z rule=smtp.sendgrid.com:465 via=port-forward listen=30465
+    client=127.0.0.1:50412 dest=smtp.sendgrid.com:465 addr=127.0.0.1:2465 egress=dedicated
+    up=1834 down=5120 duration=0.412s end=closed
+
+(one line). ``client=IP:PORT`` is the client's source address: the mail client logs its local
+address and port in its session id, so the two logs can be joined without touching the byte
+stream. ``up`` counts bytes from the client towards the destination, ``down`` the other way.
+``end`` says how the connection ended (:class:`End`); ``reason`` explains refusals and errors.
+The JSON format has the same fields, one object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import IO
+
+
+class End(StrEnum):
+    """How a connection ended."""
+
+    CLOSED = "closed"  # both sides finished normally
+    REFUSED = "refused"  # the routing table or a limit said no; nothing was connected
+    CONNECT_FAILED = "connect-failed"  # the destination could not be resolved or connected
+    CONNECT_TIMEOUT = "connect-timeout"
+    IDLE_TIMEOUT = "idle-timeout"  # no byte moved for Timeouts.idle
+    RESET = "reset"  # one side broke the connection (RST, error)
+    BAD_REQUEST = "bad-request"  # HTTP proxy: an unusable request head
+    SHUTDOWN = "shutdown"  # the gateway stopped before the connection finished
+
+
+class Via(StrEnum):
+    """How the connection reached the gateway (access-log spelling)."""
+
+    PORT_FORWARD = "port-forward"
+    HTTP_CONNECT = "connect"
+    HTTP_FORWARD = "http"
+
+
+@dataclass(slots=True)
+class AccessRecord:
+    """What the access log says about one connection (mutable while the connection lives)."""
+
+    via: Via
+    rule: str
+    client: str
+    listen_port: int
+    started: float  # time.time()
+    dest: str = "-"
+    addr: str = "-"
+    egress: str = "-"
+    up: int = 0
+    down: int = 0
+    duration: float = 0.0
+    end: End = End.CLOSED
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        """The record as JSON-ready values (``time`` in ISO 8601 UTC)."""
+        out: dict[str, object] = {
+            "time": iso_time(self.started), "rule": self.rule, "via": str(self.via),
+            "listen": self.listen_port, "client": self.client, "dest": self.dest, "addr": self.addr,
+            "egress": self.egress, "up": self.up, "down": self.down,
+            "duration": round(self.duration, 6), "end": str(self.end),
+        }
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def iso_time(epoch: float) -> str:
+    """``2026-05-09T10:12:01.532Z``."""
+    whole = int(epoch)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1000):03d}Z"
+
+
+def _quote(value: str) -> str:
+    # Reasons carry spaces; destinations come from clients: keep one record on one line.
+    return json.dumps(value) if (not value or any(c in value for c in ' "=\\\n\r\t')) else value
+
+
+def format_text(record: AccessRecord) -> str:
+    """One ``key=value`` line (no newline)."""
+    line = (f"{iso_time(record.started)} rule={_quote(record.rule)} via={record.via} "
+            f"listen={record.listen_port} client={record.client} dest={_quote(record.dest)} "
+            f"addr={record.addr} egress={record.egress} up={record.up} down={record.down} "
+            f"duration={record.duration:.3f}s end={record.end}")
+    if record.reason:
+        line += f" reason={_quote(record.reason)}"
+    return line
+
+
+def format_json(record: AccessRecord) -> str:
+    """One JSON object (no newline)."""
+    return json.dumps(record.as_dict(), separators=(",", ":"))
+
+
+class AccessLog:
+    """Writes records to a file or stdout, buffered; :meth:`flush` pushes them out.
+
+    The gateway flushes about once a second and when it stops, so a connection storm costs one
+    ``write`` per second rather than one per connection.
+
+    Args:
+        stream: an open text stream (the gateway does not close it unless ``owns_stream``).
+        json_lines: write JSON objects instead of ``key=value`` lines.
+    """
+
+    def __init__(self, stream: IO[str], *, json_lines: bool = False, owns_stream: bool = False) -> None:
+        self._stream = stream
+        self._format = format_json if json_lines else format_text
+        self._owns = owns_stream
+        self._pending: list[str] = []
+
+    @classmethod
+    def open(cls, target: str, *, json_lines: bool = False) -> AccessLog:
+        """``-`` for stdout, else a file opened for appending.
+
+        Raises:
+            OSError: the file cannot be opened.
+        """
+        if target == "-":
+            return cls(sys.stdout, json_lines=json_lines)
+        return cls(open(target, "a", encoding="utf-8"), json_lines=json_lines,  # noqa: SIM115
+                   owns_stream=True)
+
+    def write(self, record: AccessRecord) -> None:
+        """Queue one record's line."""
+        self._pending.append(self._format(record))
+        if len(self._pending) >= 512:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write out the queued lines."""
+        if self._pending:
+            lines, self._pending = self._pending, []
+            try:
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # a full disk or closed stdout must not stop the traffic
+
+    def close(self) -> None:
+        """Flush, and close the file if this log opened it."""
+        self.flush()
+        if self._owns:
+            self._stream.close()
