@@ -1,0 +1,201 @@
+"""The outbox's SQLite file: opening it safely and committing in groups.
+
+Theory of operation
+-------------------
+Durability: the file is in WAL mode with ``PRAGMA synchronous=FULL``, so every ``COMMIT`` fsyncs
+the write-ahead log before it returns; a message whose ``enqueue`` returned survives a crash of the
+process and of the machine (as far as the disk honours fsync). :func:`open_connection` refuses a
+file where SQLite would not give that (e.g. a filesystem without WAL support).
+
+Group commit: an fsync costs far more than the inserts it protects, so every write of a process
+goes through one writer thread (:class:`GroupCommitter`). Callers hand it a small function; the
+thread takes *everything* that is waiting, runs each function in its own SAVEPOINT inside one
+``BEGIN IMMEDIATE`` transaction, commits once (one fsync), and only then resolves the callers'
+futures. One function failing rolls back its savepoint only. Because a caller's future resolves
+after the commit, "returned" still means "on disk". One writer per process also means the process
+never fights itself for SQLite's write lock; several processes queue on the lock (busy timeout).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from egressmail.mail.outbox_model import OutboxError
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 30_000
+MAX_GROUP = 4096  # jobs per transaction: bounds the time one commit holds the write lock
+
+
+class OutboxStorageError(OutboxError):
+    """The outbox file cannot be opened, read or written."""
+
+
+def _create_owner_only(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite copies the mode to -wal/-shm)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def open_connection(path: Path) -> sqlite3.Connection:
+    """Open the outbox file in WAL mode with a real fsync per commit (autocommit mode).
+
+    Raises:
+        OutboxStorageError: the file cannot be opened, is not SQLite, or cannot be made durable.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _create_owner_only(path)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = FULL")
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise OutboxStorageError(f"cannot open the outbox {path}: {exc}",
+                                 hint="check the file is an egressmail outbox and you own it") from exc
+    if str(mode).lower() != "wal" or int(sync) != 2:
+        conn.close()
+        raise OutboxStorageError(
+            f"the outbox {path} cannot be made durable (journal_mode={mode}, synchronous={sync})",
+            hint="put the egressmail home on a local filesystem that supports SQLite's WAL mode")
+    return conn
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    fn: Callable[[sqlite3.Connection], T]
+    future: Future[T]
+
+
+class GroupCommitter:
+    """One writer thread that commits whatever jobs are waiting in a single fsync'd transaction.
+
+    Args:
+        path: the SQLite file.
+        on_open: run once on the writer's connection before any job (creates the schema).
+    """
+
+    def __init__(self, path: Path, on_open: Callable[[sqlite3.Connection], None]) -> None:
+        self._path = path
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._ready: Future[None] = Future()
+        self._closed = False
+        self._lock = threading.Lock()
+        self.commits = 0
+        self.jobs = 0
+        self._thread = threading.Thread(target=self._run, args=(on_open,),
+                                        name=f"outbox-writer:{path.name}", daemon=True)
+        self._thread.start()
+        # Fail fast (in the caller's thread) when the file cannot be opened.
+        self._ready.result()
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        """Queue ``fn(conn)`` for the next group; the future resolves after its COMMIT.
+
+        Raises:
+            OutboxStorageError: the outbox was closed.
+        """
+        future: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise OutboxStorageError(f"the outbox {self._path} is closed")
+            self._queue.put(_Job(fn, future))
+        return future
+
+    def close(self) -> None:
+        """Finish the jobs already submitted, then stop the thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._thread.join()
+
+    def _run(self, on_open: Callable[[sqlite3.Connection], None]) -> None:
+        try:
+            conn = open_connection(self._path)
+            on_open(conn)
+        except BaseException as exc:  # noqa: BLE001 - handed to the constructor's thread
+            self._ready.set_exception(exc)
+            return
+        self._ready.set_result(None)
+        try:
+            stopping = False
+            while not stopping:
+                first = self._queue.get()
+                if first is None:
+                    break
+                group: list[_Job[Any]] = [first]
+                while len(group) < MAX_GROUP:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stopping = True
+                        break
+                    group.append(job)
+                self._commit(conn, group)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, group: list[_Job[Any]]) -> None:
+        results: list[tuple[_Job[Any], bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail(group, exc)
+            return
+        try:
+            for job in group:
+                if not job.future.set_running_or_notify_cancel():
+                    continue  # the caller gave up before its turn: nothing to write
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except BaseException as exc:  # noqa: BLE001 - returned to that job's caller
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((job, False, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((job, True, value))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._fail([job for job, _, _ in results], exc)
+            return
+        self.commits += 1
+        self.jobs += len(results)
+        for job, ok, value in results:
+            if ok:
+                job.future.set_result(value)
+            else:
+                job.future.set_exception(value)
+
+    def _fail(self, group: list[_Job[Any]], exc: sqlite3.Error) -> None:
+        error = OutboxStorageError(f"cannot write to the outbox {self._path}: {exc}",
+                                   hint="check free disk space and that no other program locks "
+                                        "the file for long")
+        for job in group:
+            if job.future.done():
+                continue
+            if not job.future.running() and not job.future.set_running_or_notify_cancel():
+                continue  # cancelled by its caller
+            job.future.set_exception(error)

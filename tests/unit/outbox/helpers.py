@@ -1,0 +1,48 @@
+"""Small builders shared by the outbox tests: envelopes, a settable clock, attempt reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from egressmail.mail.envelope import Envelope
+from egressmail.mail.outbox_model import AttemptReport, Claim
+from egressmail.mail.retry import AttemptKind, RetryPolicy
+
+
+def envelope(n: int = 0, *, recipients: tuple[str, ...] = ("to@example.test",),
+             size: int = 200) -> Envelope:
+    """A small message whose Message-ID is ``<n@test>``."""
+    mid = f"<{n}@test>"
+    head = f"From: from@example.test\r\nTo: {', '.join(recipients)}\r\nMessage-ID: {mid}\r\n" \
+           f"Subject: test {n}\r\n\r\n"
+    body = ("x" * max(size - len(head), 1)) + "\r\n"
+    return Envelope(sender="from@example.test", recipients=recipients,
+                    data=(head + body).encode(), message_id=mid)
+
+
+@dataclass
+class Clock:
+    """A clock the test moves by hand."""
+
+    now: float = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def report(claim: Claim, kind: AttemptKind, policy: RetryPolicy, now: float, *,
+           code: int | None = None, accepted: dict[str, tuple[int, str]] | None = None,
+           refused: dict[str, tuple[int, str]] | None = None,
+           deferred: dict[str, tuple[int, str]] | None = None) -> AttemptReport:
+    """The report a worker would send for ``claim`` (decision from ``policy``, rand = 0)."""
+    crashes = claim.crashes
+    decision = policy.decide(kind, failures=claim.failures + 1, crashes=crashes,
+                             created_at=claim.queued_at, now=now, rand=0.0)
+    if kind is AttemptKind.ACCEPTED and accepted is None:
+        accepted = {r: (250, "ok") for r in claim.envelope.recipients}
+    return AttemptReport(kind=kind, decision=decision, started_at=now, finished_at=now,
+                         session_id="s1", code=code, reply=f"{code} reply" if code else None,
+                         accepted=accepted or {}, refused=refused or {}, deferred=deferred or {})
