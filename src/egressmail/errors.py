@@ -9,6 +9,9 @@ family; the parts add specific subclasses in their own modules (the tree below l
     │   ├── NotFoundError           a program / environment / variable that does not exist
     │   └── ValidationError         a value that breaks a rule of the model (exit code 3 in the CLI)
     ├── NetworkingError             networking/: kinds, portForwards, nonProxyHosts
+    │   │   InvalidNetworkingPayload(field) > InvalidPayloadJSON, InvalidInfrastructure(field),
+    │   │   InfrastructureExists, InfrastructureInUse(environments), and (also NotFoundError, exit 2)
+    │   │   InfrastructureNotFound, NetworkingNotEnabled   (networking/errors.py)
     ├── EgressError                 gateway/: a connection the gateway refuses or cannot make
     ├── NetworkError (ConnectionError)   a connection problem seen by a client
     ├── OperationTimeout (TimeoutError)  a phase that ran out of time

@@ -7,6 +7,7 @@ Parsing and printing only: every command calls one method of
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 from typing import IO
@@ -16,6 +17,7 @@ import click
 from egressmail.cli.context import AppContext, pass_app
 from egressmail.cli.output import stdout
 from egressmail.networking.model import EgressMap, EnvironmentNetworking, Infrastructure, Kind
+from egressmail.networking.routing import Allowed, Refused, WayIn, check_resolved_address, decide
 from egressmail.networking.store import NetworkStore, egress_map_to_dict
 from egressmail.networking.validation import (
     decode_payload_json,
@@ -80,6 +82,7 @@ def network() -> None:
       egressmail network create 1001 --kind flexiblePortEgress
       egressmail network enable 1001 2002 --json-file examples/wknd/advanced-networking.json
       egressmail network show 1001 2002
+      egressmail network route 1001 2002 30002
     """
 
 
@@ -265,3 +268,60 @@ def list_(app: AppContext, program: str, as_json: bool) -> None:
             forwards = ", ".join(f"{f.port_orig}→{f.name}:{f.port_dest}" for f in n.port_forwards) or "none"
             _say(f"  {env}: enabled; port forwards: {forwards}; nonProxyHosts: {len(n.non_proxy_hosts)}")
 
+
+
+def _parse_target(target: str) -> tuple[int | None, str | None, int | None]:
+    """``30002`` → a listen port; ``host:port`` / ``[v6]:port`` → a proxy destination."""
+    if target.isdigit():
+        return int(target), None, None
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise click.BadParameter(
+            f"{target!r}: give a forward port (30002) or HOST:PORT (api.example.com:8443)",
+            param_hint="TARGET")
+    return None, host, int(port)
+
+
+@network.command("route")
+@click.argument("program")
+@click.argument("environment")
+@click.argument("target")
+@click.option("--http", "plain_http", is_flag=True,
+              help="For HOST:PORT, ask as plain HTTP forwarding instead of CONNECT (same rules).")
+@pass_app
+def route(app: AppContext, program: str, environment: str, target: str, plain_http: bool) -> None:
+    """Explain what the gateway would do with a connection (exit 1 when it would refuse it).
+
+    TARGET is a port-forward port (the application dials proxy.tunnel:TARGET) or HOST:PORT asked of
+    the HTTP proxy. Addresses are not resolved here: the gateway also refuses private addresses
+    unless a rule names them, they are pinned, or they are inside the vpn's address space.
+
+    \b
+    Examples:
+      egressmail network route 1001 2002 30002
+      egressmail network route 1001 2002 api.example.com:8443
+    """
+    listen_port, host, port = _parse_target(target)
+    egress = _store(app).egress_map(program, environment)
+    if listen_port is not None:
+        decision = decide(egress, way_in=WayIn.PORT_FORWARD, listen_port=listen_port)
+        asked = f"{PROXY_HOST}:{listen_port}"
+    else:
+        way_in = WayIn.HTTP_FORWARD if plain_http else WayIn.HTTP_CONNECT
+        decision = decide(egress, way_in=way_in, host=host, port=port)
+        asked = f"{way_in.value} {target}"
+    if isinstance(decision, Allowed):
+        # A literal address is checked now; a name is checked by the gateway once resolved.
+        try:
+            literal = ipaddress.ip_address(decision.host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            decision = check_resolved_address(egress, literal, pinned=False, rule=decision.rule) or decision
+    if isinstance(decision, Refused):
+        _say(f"refused ({decision.code}): {asked}: {decision.reason}")
+        raise SystemExit(1)
+    how = "through the vpn" if decision.via_vpn else f"from the {decision.egress} egress address"
+    rule = f" (rule portOrig {decision.rule.port_orig})" if decision.rule is not None else ""
+    dest = f"[{decision.host}]" if ":" in decision.host else decision.host
+    _say(f"allowed: {asked} → {dest}:{decision.port}{rule}, {how}")
