@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,28 @@ def test_the_database_enforces_unique_ports_too(store: NetworkStore, db: Databas
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO network_port_forwards VALUES ('1001', '2002', 1, 'a', 25, 29999)")
     conn.close()
+
+
+def test_concurrent_writers_queue_instead_of_failing(db: Database) -> None:
+    NetworkStore(db).create_infrastructure("1001", "flexiblePortEgress")
+    errors: list[BaseException] = []
+
+    def writer(env: str) -> None:
+        store = NetworkStore(Database(db.path))  # its own connections, like another process
+        try:
+            for i in range(5):
+                store.enable("1001", env, {"portForwards": [
+                    {"name": "smtp.sendgrid.com", "portDest": 465, "portOrig": 30000 + i}]})
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(f"20{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    for n in range(4):
+        egress = load_egress_map(db, "1001", f"20{n}")
+        assert egress.generation == 5  # one per enable (the environments did not exist at create)
+        assert [f.port_orig for f in egress.port_forwards] == [30004]
