@@ -141,3 +141,9 @@ def test_every_command_has_help_with_an_example(command: str) -> None:
     result = run_cli("env", command, "--help")
     assert result.returncode == 0
     assert "Example" in result.stdout
+
+
+def test_values_print_as_they_are_not_as_markup(home: Path) -> None:
+    result = run_cli("env", "set", "1001", "2002", "-v", "STYLE", "[red]x[/red] [/]", home=home)
+    assert result.returncode == 0, result.stderr
+    assert "[red]x[/red] [/]" in result.stdout

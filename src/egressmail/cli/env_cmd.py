@@ -15,7 +15,9 @@ from typing import Literal
 import click
 import yaml
 from rich import box
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from egressmail.cli.context import AppContext, pass_app
 from egressmail.cli.output import stdout, warn
@@ -27,7 +29,6 @@ from egressmail.environments import (
     VariableUpdate,
     key_provider_for,
 )
-from egressmail.environments.items import load_array, updates_from_items
 from egressmail.environments.model import parse_service
 from egressmail.errors import EgressMailError
 
@@ -50,7 +51,8 @@ def print_variables(variables: Sequence[Variable], fmt: OutputFormat) -> None:
     for column in ("Name", "Type", "Value", "Service", "Status"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(row[k] or "" for k in ("name", "type", "value", "service", "status")))
+        # Text, not markup: a value like "[red]" is data, and must print as it is.
+        table.add_row(*(Text(row[k] or "") for k in ("name", "type", "value", "service", "status")))
     if rows:
         stdout.print(table)
     else:
@@ -206,7 +208,7 @@ def diff(app: AppContext, program: str, environment_a: str, environment_b: str, 
     for e in result.entries:
         table.add_row(e.name, e.service.value if e.service else "",
                       e.type_a.value if e.type_a else "-", e.type_b.value if e.type_b else "-",
-                      _DIFF_LABELS[e.state].format(a=a, b=b))
+                      Text(_DIFF_LABELS[e.state].format(a=a, b=b)))
     stdout.print(table)
     if not result.has_differences:
         stdout.print(f"{a} and {b} have the same names and string values.", markup=False)
@@ -249,18 +251,13 @@ def import_(app: AppContext, program: str, environment: str, file: str) -> None:
         except OSError as exc:
             raise EgressMailError(f"cannot read {file}: {exc.strerror}",
                                   hint="check the path and that the file is readable") from None
-    parsed = updates_from_items(load_array(text, "json", source=where), source=where)
-    for name in parsed.without_value:
-        warn(f"{name} has no value in {where}: left as it is (secrets are exported without values; "
+    result = _store(app).import_items(program, environment, text, source=where)
+    for name in result.without_value:
+        warn(f"{name} has no value in {escape(where)}: left as it is (secrets are exported without values; "
              f"set it with `egressmail env set {program} {environment} -s {name} VALUE`)")
-    store = _store(app)
-    if parsed.updates:
-        result = store.apply(program, environment, parsed.updates)
-        report_batch(result)
-        stdout.print(f"imported into {program}/{environment}: {len(result.set)} set, "
-                     f"{len(result.deleted)} deleted", markup=False)
-    else:
-        stdout.print("nothing to import", markup=False)
+    report_batch(result.batch)
+    stdout.print(f"imported into {program}/{environment}: {len(result.batch.set)} set, "
+                 f"{len(result.batch.deleted)} deleted", markup=False)
 
 
 @env.command("rotate-key")

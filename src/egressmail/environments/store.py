@@ -30,6 +30,7 @@ from typing import Literal
 from egressmail.environments import crypto
 from egressmail.environments.crypto import KeyProvider, KeyRing
 from egressmail.environments.errors import MasterKeyError, VariableRuleError
+from egressmail.environments.items import load_array, updates_from_items
 from egressmail.environments.model import (
     MAX_VARIABLES_PER_ENVIRONMENT,
     Service,
@@ -90,6 +91,14 @@ class BatchResult:
     @property
     def changed(self) -> bool:
         return bool(self.set or self.deleted)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """What :meth:`EnvironmentStore.import_items` did; ``without_value`` names items left alone."""
+
+    batch: BatchResult
+    without_value: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +441,24 @@ class EnvironmentStore:
         """Delete variables by name (missing ones are reported in ``not_found``). See :meth:`apply`."""
         return self.apply(program, environment,
                           [VariableUpdate(n, VariableType.STRING, None, service) for n in names])
+
+    def import_items(self, program: str, environment: str, text: str | bytes, *,
+                     source: str = "input") -> ImportResult:
+        """Apply an API-format JSON array (as :meth:`export` writes) as one batch.
+
+        An empty value deletes; an item without a value (an exported secret) is left alone and
+        named in ``without_value``.
+
+        Raises:
+            CloudManagerInputError: the text is not a JSON array.
+            VariableRuleError: an item or the resulting environment breaks a rule (nothing applied).
+        """
+        parsed = updates_from_items(load_array(text, "json", source=source), source=source)
+        if parsed.updates:
+            batch = self.apply(program, environment, parsed.updates)
+        else:
+            batch = BatchResult(generation=self.generation(program, environment))
+        return ImportResult(batch, parsed.without_value)
 
     # -- key rotation ------------------------------------------------------------------------
 

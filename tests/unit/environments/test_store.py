@@ -312,3 +312,13 @@ def test_rotation_of_an_empty_store(store: EnvironmentStore, tmp_path: Path) -> 
     assert result.resealed == 0
     ring = KeyFile(tmp_path / "master.key").load()
     assert ring is not None and ring.current == result.new_key_id
+
+
+def test_import_items(store: EnvironmentStore) -> None:
+    store.apply("1001", "2002", [V("OLD", "1"), S("PASS", SECRET)])
+    text = ('[{"name": "OLD", "value": ""}, {"name": "NEW", "value": "n"},'
+            ' {"name": "PASS", "type": "secretString"}]')
+    result = store.import_items("1001", "2002", text, source="x.json")
+    assert result.batch.set == ("NEW",) and result.batch.deleted == ("OLD",)
+    assert result.without_value == ("PASS",)
+    assert store.secret_values("1001", "2002").secrets == {"PASS": SECRET}
