@@ -213,7 +213,7 @@ def _apply_type(value: Any, type_info: str) -> tuple[Any, str]:
     return _convert_scalar(value, target), target
 
 
-def _check_value(value: Any, key: str, path: Path | str) -> None:
+def _check_value(value: Any, key: str, path: Path | str, *, typed: bool) -> None:
     if value is None:
         raise ConfigFileError("null is not a configuration value", file=path, property=key,
                               hint="remove the property, or give it a value")
@@ -226,7 +226,7 @@ def _check_value(value: Any, key: str, path: Path | str) -> None:
                 raise ConfigFileError("arrays may only hold strings, numbers and booleans", file=path,
                                       property=key)
         kinds = {_infer_type(item) for item in value}
-        if len(kinds) > 1:
+        if len(kinds) > 1 and not typed:
             raise ConfigFileError(f"the array mixes {', '.join(sorted(kinds))}", file=path,
                                   property=key, hint="use one type, or add a type suffix such as "
                                                      f"\"{key}:String[]\"")
@@ -285,8 +285,8 @@ def parse_cfg_json(text: str, path: Path | str = "<text>") -> tuple[dict[str, An
     properties: dict[str, Any] = {}
     types: dict[str, str] = {}
     for key, value in data.items():
-        _check_value(value, key, path)
         name, type_info = _split_type(key)
+        _check_value(value, key, path, typed=type_info is not None)
         if name in properties:
             raise ConfigFileError(f"property {name!r} appears twice (with and without a type)",
                                   file=path, property=name)
