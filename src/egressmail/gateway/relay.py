@@ -40,7 +40,7 @@ from egressmail.gateway.accesslog import AccessRecord, End
 class Side(asyncio.Protocol):
     """One end of a tunnel: what it receives goes to :attr:`out` (the other side's transport)."""
 
-    __slots__ = ("tunnel", "transport", "other", "out", "nbytes", "eof", "lost", "wakes")
+    __slots__ = ("tunnel", "transport", "other", "out", "nbytes", "eof", "lost", "wakes", "pending")
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
@@ -51,6 +51,7 @@ class Side(asyncio.Protocol):
         self.eof = False
         self.lost = False
         self.wakes = 0  # resume_writing calls: draining counts as activity for the idle timer
+        self.pending: list[bytes] = []  # received before the tunnel was joined
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         self.transport = transport  # type: ignore[assignment]
@@ -58,8 +59,12 @@ class Side(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
-        # The hot path. `out` is set before reading is resumed, so it is never None here.
-        self.out.write(data)  # type: ignore[union-attr]
+        # The hot path: one write, one addition.
+        out = self.out
+        if out is None:  # not joined yet (an early greeting; uvloop reads before a pause applies)
+            self.tunnel.hold(self, data)
+            return
+        out.write(data)
         self.nbytes += len(data)
 
     def eof_received(self) -> bool:  # noqa: D102
@@ -134,6 +139,12 @@ class Tunnel:
         self.client.transport = transport
         transport.set_protocol(self.client)
 
+    def hold(self, side: Side, data: bytes) -> None:
+        """Keep bytes that arrived before :meth:`join`; stop reading that side past the high mark."""
+        side.pending.append(data)
+        if sum(map(len, side.pending)) > self._high and side.transport is not None:
+            side.transport.pause_reading()
+
     def join(self) -> None:
         """Both transports exist: wire them and start moving bytes (the client's reading resumes)."""
         client, upstream = self.client.transport, self.upstream.transport
@@ -142,13 +153,26 @@ class Tunnel:
         upstream.set_write_buffer_limits(self._high, self._low)
         self.client.out = upstream
         self.upstream.out = client
-        if not self.client.lost:
-            client.resume_reading()
+        for side in (self.client, self.upstream):
+            out = side.out
+            assert out is not None  # noqa: S101
+            if side.pending:
+                data = b"".join(side.pending)
+                side.pending = []
+                out.write(data)
+                side.nbytes += len(data)
+            if side.eof:  # a FIN that came before the join, after its data
+                self.side_eof(side)
+        for side in (self.client, self.upstream):
+            if not side.lost and not side.eof and side.transport is not None:
+                side.transport.resume_reading()
 
     # -- events from the sides ----------------------------------------------------------------
 
     def side_eof(self, side: Side) -> None:
         """One side sent FIN: pass it on, and close when both directions are done."""
+        if side.out is None:
+            return  # not joined yet: join() passes it on after the early bytes
         other = side.other
         assert other is not None  # noqa: S101
         out = other.transport

@@ -20,6 +20,21 @@ from egressmail.networking.model import (
     PortForward,
 )
 
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item,
+                                   ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every gateway test runs on asyncio's loop and on uvloop (what `gateway run` uses)."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
+    if item.path.name == "test_cli.py":  # the gateway runs in a subprocess there: once is enough
+        return factories
+    try:
+        import uvloop
+    except ImportError:  # the `speed` extra is not installed: asyncio only
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -144,9 +159,27 @@ async def run_gateway() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
         await gw.aclose(drain_timeout=0.5)
 
 
+_CLIENTS: list[asyncio.StreamWriter] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    yield
+    while _CLIENTS:
+        writer = _CLIENTS.pop()
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), 1)
+        except (OSError, TimeoutError):
+            pass
+
+
 async def open_client(port: int, host: str = "127.0.0.1",
                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    """A client connection, closed at the end of the test whatever happens."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    _CLIENTS.append(writer)
+    return reader, writer
 
 
 async def read_all(reader: asyncio.StreamReader, limit_s: float = 3.0) -> bytes:
