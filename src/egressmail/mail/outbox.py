@@ -697,6 +697,19 @@ class Outbox:
 
         return self._read(read)
 
+    def oldest_due(self) -> float | None:
+        """The earliest next-try time of a waiting message (``None`` when none waits).
+
+        Raises:
+            OutboxStorageError: the outbox file cannot be read.
+        """
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT min(due_at) FROM messages WHERE due_at IS NOT NULL "
+                               "AND status IN (?, ?, ?)", tuple(s.value for s in CLAIMABLE)).fetchone()
+            return None if row[0] is None else float(row[0])
+
+        return self._read(read)
+
     def status(self, oid: str) -> Status:
         """The current state of one message.
 
