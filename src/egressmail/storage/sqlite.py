@@ -56,12 +56,13 @@ class Database:
     """The SQLite database in an egressmail home folder.
 
     Args:
-        path: the database file, or a home folder (then ``egressmail.db`` inside it is used).
+        path: the database file (a name with a suffix, e.g. ``store.db``), or a home folder, existing
+            or not (then ``egressmail.db`` inside it is used).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         p = Path(path)
-        self.path = p / DB_FILE_NAME if p.is_dir() else p
+        self.path = p / DB_FILE_NAME if p.is_dir() or not p.suffix else p
         self._schema_ready = False
 
     def __repr__(self) -> str:
