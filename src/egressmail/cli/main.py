@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from egressmail.__about__ import __version__
+from egressmail.cli import commands
 from egressmail.cli.context import AppContext
 from egressmail.cli.output import stderr
 from egressmail.errors import EgressMailError
 
 
 class EgressMailGroup(click.Group):
-    """A group that turns the package's errors into one clear line (and a hint) plus an exit code."""
+    """The top-level group: commands imported on first use; the package's errors become one clear
+    line (and a hint) plus the error's exit code."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*commands.COMMANDS, *commands.CLOUDMANAGER_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in commands.COMMANDS:
+            module_name, attr = commands.COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{commands.COMMANDS[cmd_name]} is not a click command")
+            return command
+        if cmd_name in commands.CLOUDMANAGER_COMMANDS:
+            module = importlib.import_module(commands.CLOUDMANAGER_MODULE)
+            return next((c for c in module.commands() if c.name == cmd_name), None)
+        return None
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -40,16 +58,6 @@ def cli(ctx: click.Context, home: str | None) -> None:
     `egressmail cloudmanager:set-environment-variables --programId=1001 2002 --secret NAME VALUE`.
     """
     ctx.obj = AppContext(home_option=home)
-
-
-def _register() -> None:
-    from egressmail.cli import commands
-
-    for command in commands.all_commands():
-        cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:
