@@ -23,3 +23,13 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = run_cli("frobnicate")
     assert result.returncode == 2
     assert "No such command" in result.stderr
+
+
+def test_help_names_the_cloudmanager_commands_and_each_resolves() -> None:
+    listing = run_cli("--help").stdout
+    for name in ("cloudmanager:set-environment-variables", "cloudmanager:environment:set-variables",
+                 "cloudmanager:list-environment-variables", "cloudmanager:environment:list-variables"):
+        assert name in listing
+        result = run_cli(name, "--help")
+        assert result.returncode == 0, name
+        assert "Cloud Manager" in result.stdout

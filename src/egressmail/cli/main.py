@@ -19,7 +19,9 @@ class EgressMailGroup(click.Group):
     line (and a hint) plus the error's exit code."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*commands.COMMANDS, *commands.CLOUDMANAGER_COMMANDS])
+        # The four cloudmanager:* names stay out of the listing (their long names would squeeze
+        # every summary); the group's help text names them and `NAME --help` documents each.
+        return list(commands.COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in commands.COMMANDS:
