@@ -56,8 +56,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
     Every part has its own group; `egressmail GROUP --help` teaches it.
 
-    The Cloud Manager CLI's commands work verbatim too, e.g.
-    `egressmail cloudmanager:set-environment-variables --programId=1001 2002 --secret NAME VALUE`.
+    \b
+    The Cloud Manager CLI's commands work verbatim too (`NAME --help` for each):
+      cloudmanager:set-environment-variables  (alias cloudmanager:environment:set-variables)
+      cloudmanager:list-environment-variables (alias cloudmanager:environment:list-variables)
+    e.g. egressmail cloudmanager:set-environment-variables --programId=1001 2002 --secret NAME VALUE
     """
     ctx.obj = AppContext(home_option=home)
 
