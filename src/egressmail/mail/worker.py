@@ -382,7 +382,6 @@ class Worker:
             self._inflight[c.id] = c
         pending = list(claims)
         done: list[_Outcome] = []
-        writes: list[asyncio.Task[bool]] = []
         margin = min(self.options.lease_s * 0.1, 5.0)
         try:
             while pending and not self._stopping():
@@ -394,25 +393,29 @@ class Worker:
                     continue
                 outcome = await self._attempt(lane, claim)
                 done.append(outcome)
-                writes.append(asyncio.create_task(self.outbox.acomplete(claim, outcome.report)))
+                # Record before the next message: if this process dies, at most one message per
+                # lane has reached the server without its outcome on disk (and so is resent).
+                # The group commit still joins the writes of all lanes into one fsync.
+                await self._record(claim, outcome.report)
                 if outcome.session_down and outcome.error is not None:
                     # No session could be opened: the rest of the batch would fail the same way.
-                    for rest in pending:
-                        rest = self._inflight.get(rest.id, rest)
-                        report = self._report(rest, AttemptKind.TRANSIENT, self._clock(),
-                                              error=outcome.error)
-                        writes.append(asyncio.create_task(self.outbox.acomplete(rest, report)))
+                    rest = [self._inflight.get(c.id, c) for c in pending]
                     pending.clear()
+                    await asyncio.gather(*(self._record(c, self._report(
+                        c, AttemptKind.TRANSIENT, self._clock(), error=outcome.error)) for c in rest))
             if pending:  # stopping: give back what was never started
                 await self.outbox.arelease_claims(pending)
         finally:
-            results = await asyncio.gather(*writes, return_exceptions=True)
-            for r in results:
-                if isinstance(r, BaseException):
-                    log.error("cannot record an outcome in %s: %s", self.outbox.path, r)
             for c in claims:
                 self._inflight.pop(c.id, None)
         return done
+
+    async def _record(self, claim: Claim, report: AttemptReport) -> None:
+        try:
+            await self.outbox.acomplete(claim, report)
+        except OutboxError as exc:
+            # The lease will run out and the message be retried (recorded as unknown).
+            log.error("cannot record the outcome of %s in %s: %s", claim.id, self.outbox.path, exc)
 
     async def _attempt(self, lane: _Lane, claim: Claim) -> _Outcome:
         started = self._clock()

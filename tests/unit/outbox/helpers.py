@@ -15,7 +15,9 @@ def envelope(n: int = 0, *, recipients: tuple[str, ...] = ("to@example.test",),
     mid = f"<{n}@test>"
     head = f"From: from@example.test\r\nTo: {', '.join(recipients)}\r\nMessage-ID: {mid}\r\n" \
            f"Subject: test {n}\r\n\r\n"
-    body = ("x" * max(size - len(head), 1)) + "\r\n"
+    # Lines of 76 characters: SMTP servers refuse lines over 998 (RFC 5321 4.5.3.1.6).
+    n = max(size - len(head), 1)
+    body = "".join(("x" * 74 + "\r\n") for _ in range(n // 76)) + "y" * (n % 76) + "\r\n"
     return Envelope(sender="from@example.test", recipients=recipients,
                     data=(head + body).encode(), message_id=mid)
 
