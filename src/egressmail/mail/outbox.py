@@ -182,7 +182,7 @@ class Outbox:
         return self._writer.submit(fn).result()
 
     async def _awrite(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.wrap_future(self._writer.submit(fn))
+        return await self._writer.submit_async(fn)
 
     def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         with self._read_lock:

@@ -18,6 +18,7 @@ never fights itself for SQLite's write lock; several processes queue on the lock
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import sqlite3
@@ -79,7 +80,26 @@ def open_connection(path: Path) -> sqlite3.Connection:
 @dataclass(slots=True)
 class _Job(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
-    future: Future[T]
+    future: Future[T] | None = None  # a thread waiting
+    afuture: asyncio.Future[T] | None = None  # or a task in an event loop
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> bool:
+        """Mark it running; ``False`` if its caller gave up (cancelled) before its turn."""
+        if self.future is not None:
+            return self.future.running() or self.future.set_running_or_notify_cancel()
+        return self.afuture is not None and not self.afuture.cancelled()
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Runs in the event loop: hand each task its result (one wake-up per group, not per job)."""
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 class GroupCommitter:
@@ -111,11 +131,25 @@ class GroupCommitter:
             OutboxStorageError: the outbox was closed.
         """
         future: Future[T] = Future()
+        self._put(_Job(fn, future=future))
+        return future
+
+    def submit_async(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """:meth:`submit` for a task of the running event loop (call it from that loop).
+
+        Raises:
+            OutboxStorageError: the outbox was closed.
+        """
+        loop = asyncio.get_running_loop()
+        afuture: asyncio.Future[T] = loop.create_future()
+        self._put(_Job(fn, afuture=afuture, loop=loop))
+        return afuture
+
+    def _put(self, job: _Job[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise OutboxStorageError(f"the outbox {self._path} is closed")
-            self._queue.put(_Job(fn, future))
-        return future
+            self._queue.put(job)
 
     def close(self) -> None:
         """Finish the jobs already submitted, then stop the thread."""
@@ -163,7 +197,7 @@ class GroupCommitter:
             return
         try:
             for job in group:
-                if not job.future.set_running_or_notify_cancel():
+                if not job.start():
                     continue  # the caller gave up before its turn: nothing to write
                 conn.execute("SAVEPOINT job")
                 try:
@@ -183,19 +217,28 @@ class GroupCommitter:
             return
         self.commits += 1
         self.jobs += len(results)
+        self._deliver(results)
+
+    @staticmethod
+    def _deliver(results: list[tuple[_Job[Any], bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
         for job, ok, value in results:
-            if ok:
-                job.future.set_result(value)
-            else:
-                job.future.set_exception(value)
+            if job.future is not None:
+                if ok:
+                    job.future.set_result(value)
+                else:
+                    job.future.set_exception(value)
+            elif job.loop is not None and job.afuture is not None:
+                by_loop.setdefault(job.loop, []).append((job.afuture, ok, value))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more
 
     def _fail(self, group: list[_Job[Any]], exc: sqlite3.Error) -> None:
         error = OutboxStorageError(f"cannot write to the outbox {self._path}: {exc}",
                                    hint="check free disk space and that no other program locks "
                                         "the file for long")
-        for job in group:
-            if job.future.done():
-                continue
-            if not job.future.running() and not job.future.set_running_or_notify_cancel():
-                continue  # cancelled by its caller
-            job.future.set_exception(error)
+        failed = [(job, False, error) for job in group if job.start()]
+        self._deliver(failed)
