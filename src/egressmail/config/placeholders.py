@@ -38,6 +38,7 @@ from egressmail.config.errors import PlaceholderError
 __all__ = [
     "MAX_NESTING_DEPTH",
     "MAX_VALUE_CHARS",
+    "MAX_CHAR_WORK",
     "MAX_WORK",
     "Event",
     "Interpolator",
@@ -54,8 +55,10 @@ ESCAPE = "\\"
 MAX_NESTING_DEPTH = 32
 #: no interpolated text may grow beyond this many characters.
 MAX_VALUE_CHARS = 1_048_576
-#: an upper bound on the characters scanned and lookups made for one value.
-MAX_WORK = 20_000_000
+#: an upper bound on the steps (scan positions visited, escapes removed, lookups) for one value.
+MAX_WORK = 2_000_000
+#: an upper bound on the characters copied or searched for one value (cheap work, done in C).
+MAX_CHAR_WORK = 2_000_000_000
 
 _BRACKET = re.compile(r"[\[\]]")
 
@@ -136,6 +139,8 @@ class Interpolator:
         self._max_work = max_work
         self._max_chars = max_chars
         self._work = 0
+        self._char_work = 0
+        self._modified = False
         self._frames: list[list[Event]] = [[]]
 
     @property
@@ -154,9 +159,9 @@ class Interpolator:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _charge(self, amount: int, secret_ctx: bool) -> None:
+    def _charge(self, amount: int, secret_ctx: bool = False) -> None:
         self._work += amount
-        if self._work > self._max_work:
+        if self._work > self._max_work or self._char_work > MAX_CHAR_WORK:
             raise PlaceholderError(
                 "interpolation does too much work (placeholders expanding into placeholders, or an "
                 "enormous value)" + (" inside a value from a secret" if secret_ctx else ""),
@@ -178,12 +183,15 @@ class Interpolator:
     def _next_start(self, value: str, pos: int) -> tuple[str, int]:
         while True:
             start = value.find(START, max(pos, 0))
+            self._char_work += (len(value) if start == -1 else start) - max(pos, 0)
             if start == -1:
                 return value, -1
             if start > 0 and value[start - 1] == ESCAPE and (start == 1 or value[start - 2] != ESCAPE):
                 # escaped: drop the backslash, keep "$[" as text, look further
                 value = value[: start - 1] + value[start:]
-                self._work += len(value)
+                self._char_work += len(value)
+                self._charge(1)
+                self._modified = True
                 pos = start + 1
                 continue
             return value, start
@@ -200,10 +208,11 @@ class Interpolator:
         while index < len(value) and count > 0:
             match = _BRACKET.search(value, index)
             if match is None:
-                self._work += len(value) - index
+                self._char_work += len(value) - index
                 index = len(value)
                 break
-            self._work += match.start() - index + 1
+            self._char_work += match.start() - index
+            self._charge(1)
             index = match.start()
             if value[index] == END:
                 if value[index - 1] != ESCAPE or value[index - 2] == ESCAPE:
@@ -211,18 +220,35 @@ class Interpolator:
                     count -= 1
                 else:
                     value = value[: index - 1] + value[index:]
-                    self._work += len(value)
+                    self._char_work += len(value)
+                    self._modified = True
                     index -= 1
             elif value[index - 1] != ESCAPE or value[index - 2] == ESCAPE:
                 count += 1
             else:
                 value = value[: index - 1] + value[index:]
-                self._work += len(value)
+                self._char_work += len(value)
+                self._modified = True
                 index -= 1
             index += 1
         if count > 0:
             return value, start, -1
         return value, start, end
+
+    @staticmethod
+    def _step_past(index: int, start: int, unchanged: bool) -> int:
+        """Felix's ``index + START.length()`` after a placeholder it leaves as it is.
+
+        Felix then scans again from two characters further on, finds the same placeholder and
+        looks it up again, until the index passes it (quadratic on a long prefix). When the scan
+        changed nothing (no escape removed), every one of those rounds has the same outcome, so
+        they are skipped at once. Otherwise the rounds are played one by one, because a re-scan
+        can then see different text (e.g. an escaped ``\\$[`` before it, now unescaped).
+        """
+        if not unchanged or index + len(START) > start:
+            return index + len(START)
+        rounds = (start - index) // len(START) + 1
+        return index + rounds * len(START)
 
     def _replace(self, value: str, depth: int, secret_ctx: bool) -> Typed | str:
         if depth > self._max_depth:
@@ -235,7 +261,9 @@ class Interpolator:
         index = -1
         while index < len(result):
             self._charge(1, secret_ctx)
+            self._modified = False
             result, b0, b1 = self._boundaries(result, index)
+            unchanged = not self._modified
             self._charge(0, secret_ctx)
             if b0 == -1:
                 index = len(result)
@@ -251,7 +279,7 @@ class Interpolator:
             if sep == -1:
                 self._emit(Event("unresolved", placeholder=placeholder,
                                  reason="no ':' between source and name"))
-                index = index + len(START)
+                index = self._step_past(index, b0, unchanged)
                 continue
             source = key[:sep]
             postfix = key[sep + 1:]
@@ -270,7 +298,8 @@ class Interpolator:
                 directives = {}
                 name = postfix
             new_name = self._text(self._replace(name, depth + 1, secret_ctx), secret_ctx)
-            self._charge(len(new_name) + 16, secret_ctx)
+            self._char_work += len(new_name) + len(directives)
+            self._charge(16, secret_ctx)
             try:
                 lookup = self._provider(source, new_name, directives)
             except ConversionFailure as exc:
@@ -286,7 +315,7 @@ class Interpolator:
             if lookup.value is None:
                 self._emit(Event("unresolved", source=source, name=new_name, placeholder=placeholder,
                                  reason=lookup.reason or "no value"))
-                index = index + len(START)
+                index = self._step_past(index, b0, unchanged)
                 continue
             replacement = lookup.value
             if isinstance(replacement, Typed) and b0 == 0 and b1 == len(result) - 1:
@@ -295,6 +324,7 @@ class Interpolator:
                                      secret_ctx or lookup.secret)
             val = self._text(expanded, secret_ctx or lookup.secret)
             result = result[:b0] + val + result[b1 + 1:]
+            self._char_work += len(result)
             if len(result) > self._max_chars:
                 raise PlaceholderError(
                     f"the interpolated value grows beyond {self._max_chars} characters",

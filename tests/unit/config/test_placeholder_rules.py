@@ -219,3 +219,25 @@ def test_error_message_does_not_show_a_secret_value() -> None:
         interpolate("$[secret:S;type=Integer]", env={}, secrets={"S": "hunter2-secret"})
     assert "hunter2-secret" not in str(info.value)
     assert "secret" in str(info.value)
+
+
+def test_rescan_after_an_unresolved_placeholder_undoes_an_earlier_escape() -> None:
+    # Felix continues from "index + 2" after a placeholder it leaves, so it scans the text again from
+    # the start of the value and then finds the (now unescaped) "$[env:A]" as a real placeholder.
+    assert interpolate("ab\\$[env:A]$[env:M]", env={"A": "a"}) == "aba$[env:M]"
+    # without a following unresolved placeholder the escape holds
+    assert interpolate("ab\\$[env:A]$[env:B]", env={"A": "a", "B": "b"}) == "ab$[env:A]b"
+    # the re-scan also sees a bracket whose escape was removed by the first scan
+    assert interpolate("xx$[foo:a\\]b]", env={}) == "xx$[foo:a]b]"
+
+
+def test_long_prefix_before_an_unresolved_placeholder_is_fast() -> None:
+    # Felix looks the same placeholder up again every two characters (quadratic); the outcome is
+    # the same each time, so we skip the repeats. This must finish quickly, with Felix's result.
+    text = "x" * 1_000_000 + "$[env:MISSING]"
+    assert interpolate(text, env={}) == text
+
+
+def test_pathological_escapes_hit_the_work_bound() -> None:
+    with pytest.raises(PlaceholderError, match="too much work"):
+        interpolate("\\$[x]" * 150_000, env={})
