@@ -82,10 +82,11 @@ CREATE TABLE IF NOT EXISTS messages (
     last_code       INTEGER,
     last_error      TEXT,
     idempotency_key TEXT UNIQUE,
-    sent_at         REAL
+    sent_at         REAL,
+    history         INTEGER NOT NULL DEFAULT 0  -- entries in attempts (numbers them)
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages(due_at) WHERE due_at IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_status ON messages(status, updated_at);
+CREATE INDEX IF NOT EXISTS messages_status ON messages(status);
 CREATE TABLE IF NOT EXISTS recipients (
     message  TEXT NOT NULL,
     position INTEGER NOT NULL,
@@ -297,28 +298,36 @@ class Outbox:
                 batch.append((row, status, crashes))
                 if crashes or len(batch) >= limit:
                     break
+            if not batch:
+                return []
+            lease_until = now + lease_s
+            ids_taken = [row["id"] for row, _, _ in batch]
+            conn.executemany("UPDATE messages SET status = ?, due_at = ?, claims = claims + 1, "
+                             "lease_owner = ?, updated_at = ? WHERE id = ?",
+                             [(Status.SENDING.value, lease_until, worker, now, oid) for oid in ids_taken])
+            # One query per table for the whole batch, not one per message.
+            marks = ",".join("?" * len(ids_taken))
+            data = dict(conn.execute(f"SELECT id, data FROM messages "  # noqa: S608
+                                     f"WHERE id IN ({marks})", ids_taken).fetchall())
+            pending: dict[str, list[str]] = {oid: [] for oid in ids_taken}
+            accepted: dict[str, int] = dict.fromkeys(ids_taken, 0)
+            for oid, address, rstatus in conn.execute(
+                    f"SELECT message, address, status FROM recipients "  # noqa: S608
+                    f"WHERE message IN ({marks}) ORDER BY message, position", ids_taken):
+                if rstatus == RecipientStatus.PENDING.value:
+                    pending[oid].append(address)
+                elif rstatus == RecipientStatus.ACCEPTED.value:
+                    accepted[oid] += 1
             claims = []
             for row, previous, crashes in batch:
-                token = int(row["claims"]) + 1
-                lease_until = now + lease_s
-                conn.execute("UPDATE messages SET status = ?, due_at = ?, claims = ?, lease_owner = ?,"
-                             " updated_at = ? WHERE id = ?",
-                             (Status.SENDING.value, lease_until, token, worker, now, row["id"]))
-                recipients = tuple(r[0] for r in conn.execute(
-                    "SELECT address FROM recipients WHERE message = ? AND status = ? ORDER BY position",
-                    (row["id"], RecipientStatus.PENDING.value)))
-                accepted = conn.execute(
-                    "SELECT count(*) FROM recipients WHERE message = ? AND status = ?",
-                    (row["id"], RecipientStatus.ACCEPTED.value)).fetchone()[0]
-                data = conn.execute("SELECT data FROM messages WHERE id = ?",
-                                    (row["id"],)).fetchone()[0]
-                envelope = Envelope(sender=row["sender"], recipients=recipients, data=bytes(data),
-                                    message_id=row["message_id"])
-                claims.append(Claim(id=row["id"], envelope=envelope, token=token,
+                oid = row["id"]
+                envelope = Envelope(sender=row["sender"], recipients=tuple(pending[oid]),
+                                    data=bytes(data[oid]), message_id=row["message_id"])
+                claims.append(Claim(id=oid, envelope=envelope, token=int(row["claims"]) + 1,
                                     lease_until=lease_until, worker=worker, previous=previous,
                                     failures=int(row["attempts"]), crashes=crashes,
                                     queued_at=row["queued_at"], created_at=row["created_at"],
-                                    accepted_before=int(accepted)))
+                                    accepted_before=accepted[oid]))
             return claims
 
         return job
@@ -443,33 +452,34 @@ class Outbox:
 
     def _complete_job(self, claim: Claim,
                       report: AttemptReport) -> Callable[[sqlite3.Connection], bool]:
+        decision = report.decision
+        new = status_after(report.kind, decision.action)
+        failures = claim.failures if decision.action is Action.SENT else claim.failures + 1
+        due = decision.retry_at if decision.action is Action.RETRY else None
+        error = None if new is Status.SENT else (report.detail or report.reply or decision.reason)
+        if new is Status.FAILED and report.kind is AttemptKind.TRANSIENT:
+            error = f"{decision.reason}; last reply: {error}"  # failed by expiry
+
         def job(conn: sqlite3.Connection) -> bool:
             now = self._clock()
-            row = conn.execute("SELECT status, claims FROM messages WHERE id = ?",
-                               (claim.id,)).fetchone()
-            current = row is not None and row["status"] == Status.SENDING.value \
-                and row["claims"] == claim.token
-            self._add_history(conn, claim.id, started=report.started_at, finished=report.finished_at,
-                              worker=claim.worker, session_id=report.session_id,
-                              outcome=report.kind.value, action=report.decision.action.value,
-                              code=report.code, stage=report.stage, reply=report.reply,
-                              detail=report.detail or report.decision.reason, late=not current)
-            if not current:
-                return False
-            self._record_recipients(conn, claim.id, report)
-            decision = report.decision
-            new = status_after(report.kind, decision.action)
-            failures = claim.failures if decision.action is Action.SENT else claim.failures + 1
-            due = decision.retry_at if decision.action is Action.RETRY else None
-            error = None if new is Status.SENT else (
-                report.detail or report.reply or decision.reason)
-            if new is Status.FAILED and report.kind is AttemptKind.TRANSIENT:
-                error = f"{decision.reason}; last reply: {error}"  # failed by expiry
-            conn.execute(
+            # The fence: only the holder of the current lease moves the message on.
+            row = conn.execute(
                 "UPDATE messages SET status = ?, due_at = ?, attempts = ?, crashes = 0, "
                 "lease_owner = NULL, updated_at = ?, last_code = ?, last_error = ?, "
-                "sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?",
-                (new.value, due, failures, now, report.code, error, new is Status.SENT, now, claim.id))
+                "sent_at = CASE WHEN ? THEN ? ELSE sent_at END, history = history + 1 "
+                "WHERE id = ? AND status = ? AND claims = ? RETURNING history",
+                (new.value, due, failures, now, report.code, error, new is Status.SENT, now, claim.id,
+                 Status.SENDING.value, claim.token)).fetchone()
+            current = row is not None
+            self._add_history(conn, claim.id, number=row[0] if current else None,
+                              started=report.started_at, finished=report.finished_at,
+                              worker=claim.worker, session_id=report.session_id,
+                              outcome=report.kind.value, action=decision.action.value,
+                              code=report.code, stage=report.stage, reply=report.reply,
+                              detail=report.detail or decision.reason, late=not current)
+            if not current:
+                return False
+            self._record_recipients(conn, claim, report)
             if new is Status.FAILED:
                 self._refuse_pending(conn, claim.id, report.code, error)
             return True
@@ -497,7 +507,18 @@ class Outbox:
         return await self._awrite(self._complete_job(claim, report))
 
     @staticmethod
-    def _record_recipients(conn: sqlite3.Connection, oid: str, report: AttemptReport) -> None:
+    def _record_recipients(conn: sqlite3.Connection, claim: Claim, report: AttemptReport) -> None:
+        oid = claim.id
+        if (not report.refused and not report.deferred
+                and len(report.accepted) == len(claim.envelope.recipients)
+                and len(set(report.accepted.values())) == 1):
+            # The usual case: every pending recipient accepted with the same reply.
+            code, text = next(iter(report.accepted.values()))
+            conn.execute("UPDATE recipients SET status = ?, code = ?, reply = ? "
+                         "WHERE message = ? AND status = ?",
+                         (RecipientStatus.ACCEPTED.value, code, text, oid,
+                          RecipientStatus.PENDING.value))
+            return
         updates: list[tuple[str, int, str, str, str, str]] = []
         for status, replies in ((RecipientStatus.ACCEPTED, report.accepted),
                                 (RecipientStatus.REFUSED, report.refused),
@@ -519,9 +540,14 @@ class Outbox:
                      worker: str | None, outcome: str, action: str | None = None,
                      session_id: str | None = None, code: int | None = None,
                      stage: str | None = None, reply: str | None = None,
-                     detail: str | None = None, late: bool = False) -> None:
-        number = conn.execute("SELECT coalesce(max(number), 0) + 1 FROM attempts WHERE message = ?",
-                              (oid,)).fetchone()[0]
+                     detail: str | None = None, late: bool = False,
+                     number: int | None = None) -> None:
+        if number is None:
+            row = conn.execute("UPDATE messages SET history = history + 1 WHERE id = ? "
+                               "RETURNING history", (oid,)).fetchone()
+            if row is None:
+                return  # purged meanwhile: nothing to attach the entry to
+            number = int(row[0])
         conn.execute("INSERT INTO attempts(message, number, started_at, finished_at, worker, "
                      "session_id, outcome, action, code, stage, reply, detail, late) "
                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",

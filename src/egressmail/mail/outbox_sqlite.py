@@ -189,35 +189,46 @@ class GroupCommitter:
             conn.close()
 
     def _commit(self, conn: sqlite3.Connection, group: list[_Job[Any]]) -> None:
+        jobs = [job for job in group if job.start()]  # skip callers that gave up before their turn
+        if not jobs:
+            return
         results: list[tuple[_Job[Any], bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._fail(group, exc)
-            return
-        try:
-            for job in group:
-                if not job.start():
-                    continue  # the caller gave up before its turn: nothing to write
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = job.fn(conn)
-                except BaseException as exc:  # noqa: BLE001 - returned to that job's caller
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((job, False, exc))
-                else:
-                    conn.execute("RELEASE job")
-                    results.append((job, True, value))
+            # Fast path: jobs almost never fail, so run them without savepoints; if one does,
+            # roll the whole group back and run it again with a savepoint around each job.
+            try:
+                results = [(job, True, job.fn(conn)) for job in jobs]
+            except Exception:  # noqa: BLE001 - the slow path below reports it to its caller
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                results = self._run_isolated(conn, jobs)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            self._fail([job for job, _, _ in results], exc)
+            self._fail(jobs, exc)
             return
         self.commits += 1
         self.jobs += len(results)
         self._deliver(results)
+
+    @staticmethod
+    def _run_isolated(conn: sqlite3.Connection, jobs: list[_Job[Any]]
+                      ) -> list[tuple[_Job[Any], bool, Any]]:
+        results: list[tuple[_Job[Any], bool, Any]] = []
+        for job in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                value = job.fn(conn)
+            except Exception as exc:  # noqa: BLE001 - returned to that job's caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                results.append((job, False, exc))
+            else:
+                conn.execute("RELEASE job")
+                results.append((job, True, value))
+        return results
 
     @staticmethod
     def _deliver(results: list[tuple[_Job[Any], bool, Any]]) -> None:
@@ -236,9 +247,8 @@ class GroupCommitter:
             except RuntimeError:
                 pass  # that loop is closed: nobody is waiting any more
 
-    def _fail(self, group: list[_Job[Any]], exc: sqlite3.Error) -> None:
+    def _fail(self, jobs: list[_Job[Any]], exc: sqlite3.Error) -> None:
         error = OutboxStorageError(f"cannot write to the outbox {self._path}: {exc}",
                                    hint="check free disk space and that no other program locks "
                                         "the file for long")
-        failed = [(job, False, error) for job in group if job.start()]
-        self._deliver(failed)
+        self._deliver([(job, False, error) for job in jobs])
