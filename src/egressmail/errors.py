@@ -5,6 +5,8 @@ family; the parts add specific subclasses in their own modules (the tree below l
 
     EgressMailError
     ├── ConfigError                 config/: .cfg.json files, run modes, placeholders
+    │   │   ConfigFileError(file, line, column, property), PlaceholderError(property, file),
+    │   │   RunModeError   (config/errors.py)
     ├── StoreError                  environments/ and storage/: programs, environments, variables, secrets
     │   ├── NotFoundError           a program / environment / variable that does not exist
     │   └── ValidationError         a value that breaks a rule of the model (exit code 3 in the CLI)
