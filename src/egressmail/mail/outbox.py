@@ -173,6 +173,11 @@ class Outbox:
             self._reader.close()
 
     @property
+    def clock(self) -> Callable[[], float]:
+        """The time source the outbox stamps and compares leases with (workers use it too)."""
+        return self._clock
+
+    @property
     def commits(self) -> int:
         """Transactions committed by this process (each is one fsync); for benchmarks."""
         return self._writer.commits

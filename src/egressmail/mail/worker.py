@@ -220,7 +220,7 @@ class Worker:
     def __init__(self, outbox: Outbox, session_factory: SessionFactory,
                  policy: RetryPolicy | None = None, *, options: WorkerOptions | None = None,
                  metrics: OutboxMetrics | None = None, name: str | None = None,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] | None = None,
                  rand: Callable[[], float] = random.random) -> None:
         self.outbox = outbox
         self.session_factory = session_factory
@@ -228,7 +228,7 @@ class Worker:
         self.options = options or WorkerOptions()
         self.metrics = metrics
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
-        self._clock = clock
+        self._clock = clock or outbox.clock  # leases are compared with the store's own time
         self._rand = rand
         self._inflight: dict[str, Claim] = {}
         self._stop: asyncio.Event | None = None
@@ -335,8 +335,7 @@ class Worker:
         claims = await self.outbox.aclaim(self.name, ids=[oid], lease_s=self.options.lease_s,
                                           policy=self.policy)
         if not claims:
-            status = await self.outbox.await_outcome(oid)
-            return Delivery(oid, status, None, _error_from_record(self.outbox, oid, status))
+            return await self._outcome_of_others(oid)
         heartbeat = asyncio.create_task(self._heartbeat())
         lane = _Lane(self.session_factory)
         try:
@@ -345,10 +344,19 @@ class Worker:
             await lane.close()
             heartbeat.cancel()
             await asyncio.gather(heartbeat, return_exceptions=True)
-        if not outcomes:  # its lease ran out before it could be sent: someone else has it
-            status = await self.outbox.await_outcome(oid)
-            return Delivery(oid, status, None, _error_from_record(self.outbox, oid, status))
+        if not outcomes:  # its lease ran out before it could be sent
+            return await self._outcome_of_others(oid)
         return Delivery(oid, self.outbox.status(oid), outcomes[0].result, outcomes[0].error)
+
+    async def _outcome_of_others(self, oid: str) -> Delivery:
+        """Another worker holds the message, or it is not due yet: wait a lease at most."""
+        try:
+            status = await self.outbox.await_outcome(oid, within_s=self.options.lease_s)
+        except TimeoutError:
+            status = self.outbox.status(oid)
+            return Delivery(oid, status, None, TransientDeliveryError(
+                f"message {oid} could not be sent now (it is {status.value})", stage="connect"))
+        return Delivery(oid, status, None, error_from_record(self.outbox, oid, status))
 
     # -- the work ---------------------------------------------------------------------------------
 
@@ -390,6 +398,7 @@ class Worker:
             self._inflight[c.id] = c
         pending = list(claims)
         done: list[_Outcome] = []
+        skipped: list[Claim] = []
         writes: collections.deque[asyncio.Future[None]] = collections.deque()
         margin = min(self.options.lease_s * 0.1, 5.0)
         try:
@@ -397,8 +406,10 @@ class Worker:
                 head = pending.pop(0)
                 claim = self._inflight.get(head.id, head)  # renewed by the heartbeat
                 if self._clock() >= claim.lease_until - margin:
-                    # The lease may be another worker's by now: sending could duplicate.
+                    # The lease may be another worker's by now: sending could duplicate. Give it
+                    # back (fenced: a no-op if someone else took it over).
                     log.warning("skipping %s: its lease ran out before it could be sent", claim.id)
+                    skipped.append(claim)
                     continue
                 # Bound the outcomes not yet on disk: if this process dies, at most
                 # `unrecorded_per_lane` messages per lane reached the server without their outcome
@@ -415,8 +426,8 @@ class Worker:
                     pending.clear()
                     writes.extend(asyncio.ensure_future(self._record(c, self._report(
                         c, AttemptKind.TRANSIENT, self._clock(), error=outcome.error))) for c in rest)
-            if pending:  # stopping: give back what was never started
-                await self.outbox.arelease_claims(pending)
+            if pending or skipped:  # stopping, or leases lost: give back what was never started
+                await self.outbox.arelease_claims(pending + skipped)
         finally:
             await asyncio.gather(*writes, return_exceptions=True)
             for c in claims:
@@ -546,7 +557,7 @@ def _as_mail_error(exc: BaseException, stage: str) -> MailError:
                                   stage="connect")
 
 
-def _error_from_record(outbox: Outbox, oid: str, status: Status) -> MailError | None:
+def error_from_record(outbox: Outbox, oid: str, status: Status) -> MailError | None:
     """Rebuild the error of an attempt another worker made (for a caller waiting on it)."""
     if status is Status.SENT:
         return None

@@ -228,3 +228,17 @@ def test_several_workers_in_threads_never_deliver_a_message_twice(tmp_path: Path
     assert len(ids) == 300 and len(set(ids)) == 300
     with Outbox(db) as box:
         assert box.counts()[Status.SENT] == 300
+
+
+async def test_a_claim_whose_lease_ran_out_is_not_sent_but_given_back(outbox: Outbox, clock: Clock):
+    handler = RecordingHandler()
+    oid = outbox.enqueue(envelope(1)).id
+    async with smtpd(handler) as port:
+        # This worker's clock runs ahead: by its watch, every lease it gets has already expired.
+        late = Worker(outbox, direct_factory(port), POLICY, clock=lambda: clock.now + 3600,
+                      options=WorkerOptions(lease_s=1))
+        delivery = await late.deliver(oid)
+    assert handler.received == []
+    assert delivery.status is Status.QUEUED
+    assert delivery.error is not None and "could not be sent now" in str(delivery.error)
+    assert outbox.status(oid) is Status.QUEUED
