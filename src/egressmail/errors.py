@@ -18,6 +18,8 @@ family; the parts add specific subclasses in their own modules (the tree below l
     ├── NetworkError (ConnectionError)   a connection problem seen by a client
     ├── OperationTimeout (TimeoutError)  a phase that ran out of time
     └── DeliveryError               mail/: a message that could not be delivered
+            OutboxError > OutboxNotFound, InvalidTransition, OutboxStorageError; InvalidEnvelope
+            (a MessageError)   (mail/outbox_model.py, mail/outbox_sqlite.py)
 
 A message says what failed, where (file, property, variable, host:port, SMTP stage) and why.
 It never contains a secret value. A remedy, when there is one, goes in ``hint``.
