@@ -148,9 +148,9 @@ class RunningGateway:
         self.gateway.access_log.flush()
         return [line for line in self.log.getvalue().splitlines() if line]
 
-    async def access_line(self, needle: str, timeout: float = 5.0) -> str:
-        """The access-log line containing ``needle`` (written when the tunnel ends: wait for it)."""
-        async with asyncio.timeout(timeout):
+    async def access_line(self, needle: str) -> str:
+        """The access-log line containing ``needle`` (written when the tunnel ends: wait up to 5 s)."""
+        async with asyncio.timeout(5.0):
             while True:
                 found = [line for line in self.access_lines() if needle in line]
                 if found:

@@ -45,7 +45,8 @@ async def _send(settings: MailSettings, gw: RunningGateway) -> tuple[str, str]:
     return tag, result.session_id
 
 
-async def test_implicit_tls_through_the_gateway(postfix_harness: Harness, harness_gateway: RunningGateway) -> None:
+async def test_implicit_tls_through_the_gateway(postfix_harness: Harness,
+                                                harness_gateway: RunningGateway) -> None:
     settings = _settings(harness_gateway, postfix_harness, 30465, ssl=True)
     tag, session_id = await _send(settings, harness_gateway)
     data = postfix_harness.wait_for(f"interop {tag}".encode())
@@ -56,7 +57,8 @@ async def test_implicit_tls_through_the_gateway(postfix_harness: Harness, harnes
     assert "rule=smtp.sendgrid.com:465" in line and "addr=127.0.0.1:2465" in line, line
 
 
-async def test_starttls_through_the_gateway(postfix_harness: Harness, harness_gateway: RunningGateway) -> None:
+async def test_starttls_through_the_gateway(postfix_harness: Harness,
+                                            harness_gateway: RunningGateway) -> None:
     settings = _settings(harness_gateway, postfix_harness, 30587, ssl=False, requiretls=True)
     tag, _ = await _send(settings, harness_gateway)
     postfix_harness.wait_for(f"interop {tag}".encode())
@@ -103,7 +105,8 @@ async def test_haproxy_as_a_peer_forwarder_behaves_the_same(postfix_harness: Har
     settings = parse_mail_settings({
         "smtp.host": "127.0.0.1", "smtp.port": "31002", "smtp.user": USER, "smtp.password": PASSWORD,
         "from.address": "noreply@wknd.site", "smtp.ssl": True,
-        "egressmail.tls.servername": "smtp.sendgrid.com", "egressmail.tls.cafile": str(postfix_harness.cafile),
+        "egressmail.tls.servername": "smtp.sendgrid.com",
+        "egressmail.tls.cafile": str(postfix_harness.cafile),
         "egressmail.timeout.connect": 5, "egressmail.timeout.read": 15,
     }, source="interop")
     tag = secrets.token_hex(6)
