@@ -467,6 +467,8 @@ async def run_probes(loaded: ServiceConfig, options: DoctorOptions = DoctorOptio
     results.append(_ok(Layer.GATEWAY, f"{host}{via} → {', '.join(addresses)}"))
 
     # tcp
+    egress = loaded.egress_map
+    env_words = f"{egress.program} {egress.environment}" if egress is not None else "PROGRAM ENVIRONMENT"
     try:
         async with asyncio.timeout(connect_timeout):
             _, writer = await asyncio.open_connection(host, s.port)
@@ -478,7 +480,7 @@ async def run_probes(loaded: ServiceConfig, options: DoctorOptions = DoctorOptio
         return build_report(results)
     except OSError as exc:
         results.append(_fail(Layer.TCP, f"cannot connect to {where}: {exc.strerror or exc}",
-                             f"start the gateway (egressmail gateway run PROGRAM ENVIRONMENT) so that it "
+                             f"start the gateway (egressmail gateway run {env_words}) so that it "
                              f"listens on {s.port}, or check smtp.host/smtp.port"))
         return build_report(results)
     results.append(_ok(Layer.TCP, f"connected to {where}"))
@@ -521,6 +523,24 @@ async def run_probes(loaded: ServiceConfig, options: DoctorOptions = DoctorOptio
                                      read=options.read_timeout or s.timeouts.read))
     results.extend(await _smtp_layers(config, trust))
     return build_report(results)
+
+
+async def diagnose(config_path: Path | str, *, db: Database | None, program: str, environment: str,
+                   run_modes: str | None = None, service: str | None = None,
+                   options: DoctorOptions = DoctorOptions(), environ: Mapping[str, str] | None = None,
+                   secret_dirs: Iterable[Path] = ()) -> DoctorReport:
+    """Load the configuration the way the service would, then check every layer (never MAIL).
+
+    A configuration that cannot be read (missing file, bad value, unknown environment, unreadable
+    secret) is the ``config`` layer's failure, not an exception.
+    """
+    try:
+        loaded = load_service_config(config_path, db=db, program=program, environment=environment,
+                                     run_modes=run_modes, service=service, environ=environ,
+                                     secret_dirs=secret_dirs)
+    except EgressMailError as exc:
+        return build_report([_fail(Layer.CONFIG, exc.message, exc.hint)])
+    return await run_probes(loaded, options)
 
 
 async def _quiet_close(writer: asyncio.StreamWriter) -> None:
@@ -597,6 +617,7 @@ __all__ = [
     "TranscriptCapture",
     "build_report",
     "check_config",
+    "diagnose",
     "load_service_config",
     "run_probes",
 ]
