@@ -68,3 +68,15 @@ class DeliveryUnknown(MailError):
     """The connection was lost after the final ``.``: the server may or may not have the message."""
 
     transient = True
+
+
+class MailTLSError(MailError):
+    """The TLS handshake failed or the certificate is not valid for the expected name: nothing was sent.
+
+    Not transient: a wrong name, an expired or self-signed certificate needs a person to act.
+    """
+
+
+class TLSRequiredError(MailError):
+    """TLS was required (``smtp.requiretls``, or credentials to protect) but the server did not offer
+    STARTTLS: the session stopped before any credential was sent."""
