@@ -171,3 +171,27 @@ def test_help_lists_the_layers() -> None:
 def test_program_is_required() -> None:
     proc = run_cli("doctor", "--config", "x")
     assert proc.returncode == 2 and "--program" in proc.stderr
+
+
+# -- the report model (pure) --------------------------------------------------------------------
+
+from egressmail.mail.doctor import DoctorFailed, Layer, LayerResult, Status, build_report  # noqa: E402
+
+
+def test_report_marks_everything_after_the_first_failure_as_not_checked() -> None:
+    report = build_report([LayerResult(Layer.CONFIG, Status.OK, "ok"),
+                           LayerResult(Layer.TCP, Status.FAILED, "refused", "start it"),
+                           LayerResult(Layer.AUTH, Status.OK, "should not count")])
+    assert [r.layer for r in report.results] == list(Layer)
+    by = {r.layer: r for r in report.results}
+    assert by[Layer.FORWARD].detail == "not applicable"
+    assert by[Layer.AUTH].status is Status.SKIPPED and by[Layer.AUTH].detail == "not checked: tcp failed"
+    assert report.first_failure is by[Layer.TCP] and not report.ok
+    error = DoctorFailed(report)
+    assert error.layer is Layer.TCP and error.hint == "start it" and "tcp (TCP connection)" in error.message
+    assert report.to_dict()["first_failure"] == "tcp"
+
+
+def test_report_without_failure_is_ok() -> None:
+    report = build_report([LayerResult(layer, Status.OK, "") for layer in Layer])
+    assert report.ok and report.first_failure is None and report.to_dict()["ok"] is True
