@@ -1,10 +1,10 @@
 """The outbox crash proof: messages survive SIGKILLed workers and a server that goes away.
 
 Theory of operation: the harness queues the messages in waves (mail keeps arriving), runs the
-worker as a real subprocess and the SMTP server as another (aiosmtpd, recording every Message-ID
-it accepts to a file). Between waves it SIGKILLs the worker at a random moment after the worker
-has made progress, and restarts it; at random waves it SIGKILLs the server, keeps it down for a
-moment, and starts it again on the same port. At the end it checks:
+worker as a real subprocess (``egressmail worker run`` with the real SMTP transport) and the SMTP
+server as another (aiosmtpd, recording every Message-ID it accepts to a file). Between waves it
+SIGKILLs the worker at a random point of the wave's delivery, and restarts it; at random waves it
+SIGKILLs the server, keeps it down for a moment, and starts it again on the same port. At the end it checks:
 
 - every message is ``sent`` in the outbox and its Message-ID is at the server;
 - a Message-ID the server got more than once belongs to a message whose history records an
@@ -18,6 +18,7 @@ moment, and starts it again on the same port. At the end it checks:
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import signal
@@ -89,8 +90,15 @@ class _Procs:
         self.workdir, self.port, self.env = workdir, port, env
         self.server: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_cmd = [sys.executable, "-m", "tests.proof.worker_main",
-                           "--outbox", str(workdir / "outbox.db"), "--port", str(port), "--lease", "2"]
+        config = workdir / "com.day.cq.mailer.DefaultMailService.cfg.json"
+        config.write_text(json.dumps({
+            "smtp.host": "127.0.0.1", "smtp.port": port, "smtp.ssl": False, "smtp.starttls": True,
+            "smtp.requiretls": False, "from.address": "from@example.test"}))
+        # The real command with the real transport; short delays so that outages cost seconds.
+        self.worker_cmd = [sys.executable, "-m", "egressmail", "worker", "run", str(config),
+                           "--concurrency", "4", "--batch", "10", "--lease", "2s", "--poll", "0.05s",
+                           "--min-delay", "0.2s", "--max-delay", "1s", "--max-lifetime", "1h"]
+        self.env = dict(env, EGRESSMAIL_HOME=str(workdir))
 
     def start_server(self) -> None:
         with open(self.workdir / "smtpd.log", "ab") as errors:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "gateway": "egressmail.cli.gateway_cmd:gateway",
     "send": "egressmail.cli.send_cmd:send",
     "outbox": "egressmail.cli.outbox_cmd:outbox",
+    "worker": "egressmail.cli.worker_cmd:worker",
     "doctor": "egressmail.cli.doctor_cmd:doctor",
     "demo": "egressmail.cli.demo_cmd:demo",
 }

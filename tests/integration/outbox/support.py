@@ -1,28 +1,16 @@
-"""Test-only SMTP plumbing for the outbox: a recording aiosmtpd server with one-verb faults, and a
-tiny ``SessionFactory`` that drives ``aiosmtplib.SMTP`` directly (used where the point is the
-queue, not the transport's TLS and AUTH)."""
+"""Test plumbing for the outbox: a recording aiosmtpd server with one-verb faults, and the real
+SMTP transport pointed at it."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any
 
-import aiosmtplib
 from aiosmtpd.smtp import SMTP as SMTPServer
-
-from egressmail.mail.envelope import Envelope, SendResult
-from egressmail.mail.errors import (
-    DeliveryUnknown,
-    MailError,
-    PermanentDeliveryError,
-    TransientDeliveryError,
-)
 
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
@@ -95,83 +83,12 @@ async def smtpd(handler: RecordingHandler) -> AsyncIterator[int]:
         await server.wait_closed()
 
 
-_sid = itertools.count(1)
+def transport_factory(port: int, *, host: str = "127.0.0.1", timeout: float = 5.0) -> Any:
+    """The real SMTP transport (``mail/transport.py``) for plain SMTP to ``host:port``: the
+    server offers no STARTTLS and no credentials are configured, as with a local relay."""
+    from egressmail.mail.settings import Timeouts
+    from egressmail.mail.transport import SmtpTransport, TransportConfig
 
-
-class DirectSession:
-    """One aiosmtplib connection; maps its errors to the mail family like the real transport."""
-
-    def __init__(self, smtp: aiosmtplib.SMTP) -> None:
-        self.smtp = smtp
-        self.session_id = f"direct-{next(_sid)}"
-
-    async def send(self, envelope: Envelope) -> SendResult:
-        try:
-            await self.smtp.mail(envelope.sender)
-        except aiosmtplib.SMTPResponseException as exc:
-            raise _reply_error(exc, "mail") from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientDeliveryError(f"connection lost at MAIL: {exc}", stage="mail") from exc
-        accepted: dict[str, tuple[int, str]] = {}
-        refused: dict[str, tuple[int, str]] = {}
-        for rcpt in envelope.recipients:
-            try:
-                resp = await self.smtp.rcpt(rcpt)
-                accepted[rcpt] = (resp.code, resp.message)
-            except aiosmtplib.SMTPRecipientRefused as exc:
-                refused[rcpt] = (exc.code, exc.message)
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                raise TransientDeliveryError(f"connection lost at RCPT: {exc}", stage="rcpt") from exc
-        if not accepted:
-            await self.smtp.rset()
-            code, text = next(iter(refused.values()))
-            cls = TransientDeliveryError if any(400 <= c < 500 for c, _ in refused.values()) \
-                else PermanentDeliveryError
-            raise cls(f"every recipient refused: {code} {text}", stage="rcpt", code=code,
-                      server_message=text)
-        try:
-            resp = await self.smtp.data(envelope.data)
-        except aiosmtplib.SMTPResponseException as exc:
-            if exc.code in (-1, 421) or exc.code < 400:
-                raise DeliveryUnknown(f"lost after DATA: {exc}", stage="data") from exc
-            await self.smtp.rset()
-            raise _reply_error(exc, "data") from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            # We cannot tell whether the final "." reached the server: say so.
-            raise DeliveryUnknown(f"connection lost during DATA: {exc}", stage="data") from exc
-        return SendResult(message_id=envelope.message_id, accepted=accepted, refused=refused,
-                          session_id=self.session_id, reply=(resp.code, resp.message))
-
-
-def _reply_error(exc: aiosmtplib.SMTPResponseException, stage: Any) -> MailError:
-    cls = TransientDeliveryError if 400 <= exc.code < 500 else PermanentDeliveryError
-    return cls(f"{stage.upper()} refused: {exc.code} {exc.message}", stage=stage, code=exc.code,
-               server_message=exc.message)
-
-
-def direct_factory(port: int, *, host: str = "127.0.0.1",
-                   timeout: float = 5.0) -> Callable[[], Any]:
-    """A ``SessionFactory`` for plain SMTP to ``host:port``."""
-
-    @asynccontextmanager
-    async def open_session() -> AsyncIterator[DirectSession]:
-        smtp = aiosmtplib.SMTP(hostname=host, port=port, timeout=timeout, start_tls=False)
-        try:
-            await smtp.connect()
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransientDeliveryError(f"cannot connect to {host}:{port}: {exc}",
-                                         stage="connect", host=host, port=port) from exc
-        try:
-            yield DirectSession(smtp)
-        finally:
-            if smtp.is_connected:
-                try:
-                    await smtp.quit()
-                except (aiosmtplib.SMTPException, OSError):
-                    smtp.close()
-
-    return open_session
-
-
-def read_ids(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line]
+    return SmtpTransport(TransportConfig(host=host, port=port, tls_mode="starttls",
+                                         tls_name="smtpd.test",
+                                         timeouts=Timeouts(connect=timeout, read=timeout)))

@@ -1,4 +1,4 @@
-"""The worker against a real aiosmtpd server on loopback, through a real aiosmtplib connection."""
+"""The worker against a real aiosmtpd server on loopback, through the real SMTP transport."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from egressmail.mail.retry import RetryPolicy
 from egressmail.mail.worker import Worker, WorkerOptions
 from tests.unit.outbox.helpers import Clock, envelope
 
-from .support import RecordingHandler, direct_factory, smtpd
+from .support import RecordingHandler, smtpd, transport_factory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,7 +25,7 @@ FAST = WorkerOptions(concurrency=4, batch_size=5, lease_s=30, poll_interval_s=0.
 
 
 def worker(outbox: Outbox, port: int, clock: Clock, **kw) -> Worker:
-    return Worker(outbox, direct_factory(port), kw.pop("policy", POLICY),
+    return Worker(outbox, transport_factory(port), kw.pop("policy", POLICY),
                   options=kw.pop("options", FAST), clock=clock, rand=lambda: 0.0, **kw)
 
 
@@ -41,7 +41,7 @@ async def test_every_message_is_delivered_once_over_reused_sessions(outbox: Outb
     detail = outbox.get(ids[0])
     [attempt] = detail.attempts
     assert (attempt.outcome, attempt.code, attempt.session_id) == ("accepted", 250, attempt.session_id)
-    assert attempt.session_id and attempt.session_id.startswith("direct-")
+    assert attempt.session_id and "@127.0.0.1:" in attempt.session_id  # the transport's id
 
 
 async def test_a_4xx_defers_and_the_retry_delivers(outbox: Outbox, clock: Clock):
@@ -214,7 +214,7 @@ def test_several_workers_in_threads_never_deliver_a_message_twice(tmp_path: Path
 
     def run_worker(i: int) -> None:
         with Outbox(db) as box:
-            Worker(box, direct_factory(port_box[0]), POLICY, name=f"w{i}",
+            Worker(box, transport_factory(port_box[0]), POLICY, name=f"w{i}",
                    options=WorkerOptions(concurrency=2, batch_size=7)).run_once()
 
     workers = [threading.Thread(target=run_worker, args=(i,)) for i in range(4)]
@@ -235,7 +235,7 @@ async def test_a_claim_whose_lease_ran_out_is_not_sent_but_given_back(outbox: Ou
     oid = outbox.enqueue(envelope(1)).id
     async with smtpd(handler) as port:
         # This worker's clock runs ahead: by its watch, every lease it gets has already expired.
-        late = Worker(outbox, direct_factory(port), POLICY, clock=lambda: clock.now + 3600,
+        late = Worker(outbox, transport_factory(port), POLICY, clock=lambda: clock.now + 3600,
                       options=WorkerOptions(lease_s=1))
         delivery = await late.deliver(oid)
     assert handler.received == []
