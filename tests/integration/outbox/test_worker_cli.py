@@ -7,10 +7,12 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from egressmail.mail.outbox import Outbox
@@ -21,6 +23,12 @@ from tests.unit.outbox.helpers import envelope
 from .support import RecordingHandler, smtpd
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write_config(folder: Path, port: int) -> Path:
@@ -63,8 +71,10 @@ async def test_worker_run_stops_cleanly_on_sigterm(made_home: Path, tmp_path: Pa
     async with smtpd(handler) as port:
         cfg = write_config(tmp_path, port)
         env = dict(os.environ, EGRESSMAIL_HOME=str(home))
+        metrics_port = free_port()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "egressmail", "worker", "run", str(cfg), "--poll", "0.05s",
+            "--metrics-port", str(metrics_port),
             env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
         assert proc.stderr is not None
         line = await asyncio.wait_for(proc.stderr.readline(), 20)
@@ -72,6 +82,10 @@ async def test_worker_run_stops_cleanly_on_sigterm(made_home: Path, tmp_path: Pa
         with Outbox(home) as box:
             oid = box.enqueue(envelope(1)).id
         await asyncio.wait_for(handler.got_one.wait(), 20)
+        async with httpx.AsyncClient() as client:
+            scrape = await client.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert "egressmail_outbox_messages{state=" in scrape.text
+        assert "egressmail_outbox_delivery_latency_seconds_bucket" in scrape.text
         proc.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(proc.stderr.read(), 20)
         assert await proc.wait() == 0, rest.decode()
