@@ -66,13 +66,19 @@ class RecordingHandler:
 
 
 @asynccontextmanager
-async def smtpd(handler: RecordingHandler) -> AsyncIterator[int]:
-    """An aiosmtpd server on 127.0.0.1 (random port) in the running loop; yields the port."""
+async def smtpd(handler: RecordingHandler, authenticator: Any = None) -> AsyncIterator[int]:
+    """An aiosmtpd server on 127.0.0.1 (random port) in the running loop; yields the port.
+
+    With ``authenticator``, AUTH is offered (and required) over plain text, for tests only.
+    """
     loop = asyncio.get_running_loop()
+    auth: dict[str, Any] = {}
+    if authenticator is not None:
+        auth = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
 
     def factory() -> SMTPServer:
         handler.sessions += 1
-        return SMTPServer(handler, hostname="smtpd.test", loop=loop)
+        return SMTPServer(handler, hostname="smtpd.test", loop=loop, **auth)
 
     server = await loop.create_server(factory, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
