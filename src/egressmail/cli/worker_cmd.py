@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import click
 
 from egressmail.cli.context import AppContext, pass_app
 from egressmail.cli.output import stderr
-from egressmail.mail.envelope import SessionFactory
+from egressmail.mail.envelope import SessionFactory, SmtpSession
 from egressmail.mail.retry import parse_duration
 
 
@@ -148,23 +149,24 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 def session_factory(app: AppContext, config: Path, program: str | None, environment: str | None,
                     run_modes: str | None, connect_host: str | None) -> SessionFactory:
-    """The SMTP transport built from the mail service's configuration, as `egressmail send` does.
+    """Sessions of the mail service built from its configuration, as `egressmail send` does: OAuth2
+    tokens, and a rotated secret or a changed port forward picked up by the next session.
 
     Raises:
         ConfigError, MailConfigError, StoreError: the configuration cannot be used.
     """
-    from egressmail.mail.doctor import load_service_config
-    from egressmail.mail.errors import MailConfigError
-    from egressmail.mail.transport import SmtpTransport, TransportConfig
+    from egressmail.mail.service import MailService
 
-    loaded = load_service_config(config, db=app.database() if program else None, program=program,
-                                 environment=environment, run_modes=run_modes)
-    if loaded.errors:
-        first = loaded.errors[0]
-        more = f" (and {len(loaded.errors) - 1} more)" if len(loaded.errors) > 1 else ""
-        raise MailConfigError(f"{loaded.path}: {first}{more}", stage="config",
-                              hint="`egressmail doctor` explains each finding")
-    transport_config = TransportConfig.from_settings(loaded.settings, loaded.egress_map)
-    if connect_host:
-        transport_config = dataclasses.replace(transport_config, host=connect_host)
-    return SmtpTransport(transport_config)
+    service = MailService.from_config(config, program=program, environment=environment,
+                                      run_modes=run_modes, db=app.database() if program else None)
+    if not connect_host:
+        return service.session_factory
+    from egressmail.mail.transport import SmtpTransport
+
+    def dial_elsewhere() -> AbstractAsyncContextManager[SmtpSession]:
+        # Same settings (and TLS name), another address to dial, e.g. 127.0.0.1 for proxy.tunnel.
+        current = service.transport
+        config = dataclasses.replace(current.config, host=connect_host)
+        return SmtpTransport(config)()
+
+    return dial_elsewhere

@@ -106,3 +106,21 @@ def test_bad_arguments_say_what_to_fix(home: Path, tmp_path: Path):
 def test_help_teaches_with_examples(home: Path):
     out = run_cli("worker", "run", "--help", home=home)
     assert out.returncode == 0 and "egressmail worker run ./osgiconfig" in out.stdout
+
+
+async def test_connect_host_dials_elsewhere_with_the_same_settings(made_home: Path, tmp_path: Path):
+    home = made_home
+    with Outbox(home) as box:
+        oid = box.enqueue(envelope(1)).id
+    handler = RecordingHandler()
+    async with smtpd(handler) as port:
+        cfg = write_config(tmp_path, port)
+        settings = json.loads(cfg.read_text())
+        settings["smtp.host"] = "proxy.tunnel.invalid"  # does not resolve: only --connect-host works
+        cfg.write_text(json.dumps(settings))
+        out = await run_cli_async("worker", "run", str(cfg), "--once", "--connect-host", "127.0.0.1",
+                                  home=home)
+    assert out.returncode == 0, out.stderr
+    assert handler.message_ids() == ["<1@test>"]
+    with Outbox(home) as box:
+        assert box.status(oid) is Status.SENT
