@@ -116,15 +116,16 @@ def _split_type(key: str) -> tuple[str, str | None]:
     return name, suffix
 
 
-def _infer_type(value: Any) -> str:
+def java_type_name(value: Any) -> str:
+    """The Java type Felix's Configurator gives an untyped JSON value (``5`` is a Long)."""
     if isinstance(value, bool):
         return "Boolean"
     if isinstance(value, int):
         return "Long"
     if isinstance(value, float):
         return "Double"
-    if isinstance(value, list):
-        return (_infer_type(value[0]) if value else "String") + "[]"
+    if isinstance(value, (list, tuple)):
+        return (java_type_name(value[0]) if value else "String") + "[]"
     return "String"
 
 
@@ -225,7 +226,7 @@ def _check_value(value: Any, key: str, path: Path | str, *, typed: bool) -> None
             if isinstance(item, (list, dict)) or item is None:
                 raise ConfigFileError("arrays may only hold strings, numbers and booleans", file=path,
                                       property=key)
-        kinds = {_infer_type(item) for item in value}
+        kinds = {java_type_name(item) for item in value}
         if len(kinds) > 1 and not typed:
             raise ConfigFileError(f"the array mixes {', '.join(sorted(kinds))}", file=path,
                                   property=key, hint="use one type, or add a type suffix such as "
@@ -292,7 +293,7 @@ def parse_cfg_json(text: str, path: Path | str = "<text>") -> tuple[dict[str, An
                                   file=path, property=name)
         if type_info is None:
             properties[name] = value
-            types[name] = _infer_type(value)
+            types[name] = java_type_name(value)
             continue
         try:
             converted, canonical = _apply_type(value, type_info)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from egressmail.config.cfgjson import java_type_name
 from egressmail.config.conversion import (
     Typed,
     element_to_string,
@@ -128,18 +129,6 @@ class ResolvedConfiguration:
 
 # ---------------------------------------------------------------------------------------------
 
-def _java_type_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "Boolean"
-    if isinstance(value, int):
-        return "Long"
-    if isinstance(value, float):
-        return "Double"
-    if isinstance(value, str):
-        return "String"
-    if isinstance(value, (list, tuple)):
-        return (_java_type_of(value[0]) if value else "String") + "[]"
-    return type(value).__name__
 
 
 def _is_string_array(value: Any, type_name: str) -> bool:
@@ -282,7 +271,7 @@ def resolve_configuration(properties: Mapping[str, Any], sources: Sources, *,
     resolved: dict[str, ResolvedProperty] = {}
     all_warnings: list[ResolutionWarning] = []
     for name, raw in properties.items():
-        type_name = declared.get(name) or _java_type_of(raw)
+        type_name = declared.get(name) or java_type_name(raw)
         try:
             value, final_type, events = _interpolate_value(raw, type_name, provider)
         except PlaceholderError as exc:
