@@ -214,6 +214,22 @@ async def _open_socket(host: str, port: int, connect_timeout: float | None) -> s
     raise last or OSError(f"no address found for {host}")
 
 
+async def _wait_socket_closed(sock: socket.socket | None, limit_s: float = 1.0) -> None:
+    """Let the event loop finish closing the transport (a TLS close needs a few loop turns).
+
+    Without this a caller that stops its loop right after ``aclose()`` leaves the socket to the
+    garbage collector (a ResourceWarning). Bounded: a peer that never answers costs ``limit_s``.
+    """
+    if sock is None:
+        return
+    step_s = 0.005
+    # Polling a public fact (the fd is gone) rather than hooking aiosmtplib's private callbacks.
+    for _ in range(int(limit_s / step_s)):
+        if sock.fileno() == -1:
+            return
+        await asyncio.sleep(step_s)
+
+
 def _prepare_data(data: bytes) -> bytes:
     """CRLF line endings, dot-stuffing (RFC 5321 section 4.5.2) and the final ``.``."""
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
@@ -227,8 +243,9 @@ class AioSmtpSession:
     """An open, greeted, secured and authenticated connection (implements ``SmtpSession``)."""
 
     def __init__(self, smtp: aiosmtplib.SMTP, config: TransportConfig, session_id: str,
-                 transcript: Transcript) -> None:
+                 transcript: Transcript, sock: socket.socket | None = None) -> None:
         self._smtp = smtp
+        self._sock = sock
         self._config = config
         self._fail = _Failer(config)
         self.session_id = session_id
@@ -349,6 +366,7 @@ class AioSmtpSession:
             except (MailError, SMTPException, OSError):
                 pass
         self._smtp.close()
+        await _wait_socket_closed(self._sock)
 
 
 class SmtpTransport:

@@ -325,3 +325,11 @@ async def test_dropped_during_the_tls_handshake_is_transient() -> None:
             async with SmtpTransport(cfg)():
                 pass
     assert info.value.stage in ("tls", "greeting")
+
+
+@pytest.mark.smtpd(tls="implicit")
+async def test_lines_starting_with_a_dot_arrive_intact(smtpd: FakeSmtpd) -> None:
+    async with transport(smtpd)() as session:
+        await session.send(envelope(text="first\n.second\n..third\n.\nend\n"))
+    body = smtpd.messages[0].data.replace(b"\r\n", b"\n")
+    assert b"\nfirst\n.second\n..third\n.\nend\n" in body
