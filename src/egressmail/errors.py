@@ -15,6 +15,8 @@ family; the parts add specific subclasses in their own modules (the tree below l
     │   │   InfrastructureExists, InfrastructureInUse(environments), and (also NotFoundError, exit 2)
     │   │   InfrastructureNotFound, NetworkingNotEnabled   (networking/errors.py)
     ├── EgressError                 gateway/: a connection the gateway refuses or cannot make
+    │   │   InvalidGatewayOption (exit 2), GatewayBindError(host, port), BadProxyRequest(status)
+    │   │   (gateway/errors.py)
     ├── NetworkError (ConnectionError)   a connection problem seen by a client
     ├── OperationTimeout (TimeoutError)  a phase that ran out of time
     └── DeliveryError               mail/: a message that could not be delivered
