@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from egressmail.config import ResolvedConfiguration
-from egressmail.mail.doctor import DoctorOptions, Layer, ServiceConfig, Status, run_probes
+from egressmail.mail.doctor import DoctorOptions, Layer, Status, run_probes
 from egressmail.mail.lint import lint
+from egressmail.mail.service_config import ServiceConfig
 from egressmail.mail.settings import parse_mail_settings
 from tests.interop.conftest import PASSWORD, USER, Harness, RunningGateway
 

@@ -44,22 +44,10 @@ def _split_dirs(values: tuple[str, ...]) -> list[Path]:
 
 def _store_sources(app: AppContext, program: str, environment: str, service: str | None,
                    secret_dirs: list[Path], env_fallback: Mapping[str, str]) -> Sources:
-    try:
-        from egressmail.environments import placeholder_values  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:  # the environments part is not installed in this build
-        raise ConfigError("reading variables from the environment store is not available",
-                          hint="use --secrets-dir and the process environment instead") from exc
-    values = placeholder_values(app.database(), program, environment, service)
-    where = f"{program}/{environment}" + (f" {service}" if service else "")
-    return Sources(
-        env=dict(values.variables),
-        secrets=dict(values.secrets),
-        secret_env=dict(values.secrets),
-        secret_dirs=secret_dirs,
-        env_fallback=env_fallback,
-        labels={"env": f"environment {where} variable", "secrets": f"environment {where} secret",
-                "secret_env": f"environment {where} secret"},
-    )
+    from egressmail.environments.sources import store_sources
+
+    return store_sources(app.database(), program, environment, service, env_fallback=env_fallback,
+                         secret_dirs=secret_dirs)
 
 
 def _print_table(config: ResolvedConfiguration, reveal: bool) -> None:

@@ -56,12 +56,13 @@ from egressmail.gateway.accesslog import AccessLog
 from egressmail.gateway.errors import GatewayBindError
 from egressmail.gateway.options import GatewayOptions, parse_connect_to
 from egressmail.gateway.server import Gateway
-from egressmail.mail.doctor import ServiceConfig, TranscriptCapture, load_service_config
 from egressmail.mail.embedded_server import EmbeddedSmtpServer, ReceivedMessage, local_tls
 from egressmail.mail.errors import MailError
 from egressmail.mail.message import Message, build_envelope
+from egressmail.mail.service_config import ServiceConfig, load_service_config
 from egressmail.mail.settings import Secret
 from egressmail.mail.tls import tls_identity
+from egressmail.mail.transcript import TranscriptCapture
 from egressmail.mail.transport import SmtpTransport, TransportConfig
 from egressmail.networking.model import PortForward
 from egressmail.networking.store import load_egress_map

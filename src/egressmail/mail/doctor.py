@@ -24,16 +24,14 @@ error ``stage`` names the failing layer and whose redacted transcript gives the 
 greeting, the capabilities). Nothing here prints a secret: details come from the settings' public
 fields and the redacted transcript.
 
-:func:`load_service_config` (configuration + environment store → settings + egress map) is also
-what the demo uses to read the seed's file.
+:func:`~egressmail.mail.service_config.load_service_config` reads the configuration the way the
+service does, so the doctor checks exactly what would run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
-import os
 import socket
 import ssl
 from collections.abc import Iterable, Mapping
@@ -42,22 +40,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
-from egressmail.config import ResolvedConfiguration, Sources, load_configurations, resolve_configuration
-from egressmail.config.errors import ConfigFileError
 from egressmail.errors import EgressMailError
 from egressmail.mail.errors import MailConfigError, MailError
-from egressmail.mail.lint import Finding, lint
-from egressmail.mail.settings import (
-    MAIL_PID,
-    OAUTH_PID,
-    MailSettings,
-    parse_mail_settings,
-    parse_oauth_settings,
-)
+from egressmail.mail.lint import lint
+from egressmail.mail.service_config import ServiceConfig, load_service_config
 from egressmail.mail.tls import client_context, describe_tls_failure, tls_identity, trust_source
-from egressmail.mail.transcript import LOGGER_NAME as TRANSCRIPT_LOGGER
+from egressmail.mail.transcript import TranscriptCapture
 from egressmail.mail.transport import SmtpTransport, TransportConfig
-from egressmail.networking.model import EgressMap
 from egressmail.storage.sqlite import Database
 
 # ---------------------------------------------------------------------------------------------
@@ -179,112 +168,6 @@ class DoctorFailed(EgressMailError):
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration + environment store → settings and egress map
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceConfig:
-    """What the mail service of one environment would run with.
-
-    Attributes:
-        settings: the parsed settings (the password is a :class:`~egressmail.mail.settings.Secret`).
-        egress_map: the environment's egress map (``None`` when no program/environment was given).
-        resolved: the interpolated properties with their provenance (``display_value()`` masks secrets).
-        findings: the lint's findings against the egress map.
-        path: the ``.cfg.json`` file that was used.
-    """
-
-    settings: MailSettings
-    egress_map: EgressMap | None
-    resolved: ResolvedConfiguration
-    findings: tuple[Finding, ...]
-    path: Path
-
-    @property
-    def errors(self) -> tuple[Finding, ...]:
-        """The findings that stop the service."""
-        return tuple(f for f in self.findings if f.severity == "error")
-
-
-def _store_sources(db: Database, program: str, environment: str, service: str | None,
-                   env_fallback: Mapping[str, str], secret_dirs: Iterable[Path]) -> Sources:
-    from egressmail.environments import placeholder_values
-
-    values = placeholder_values(db, program, environment, service)
-    where = f"{program}/{environment}" + (f" {service}" if service else "")
-    return Sources(env=dict(values.variables), secrets=dict(values.secrets), secret_env=dict(values.secrets),
-                   secret_dirs=list(secret_dirs), env_fallback=env_fallback,
-                   labels={"env": f"environment {where} variable", "secrets": f"environment {where} secret",
-                           "secret_env": f"environment {where} secret"})
-
-
-def load_service_config(config_path: Path | str, *, db: Database | None = None, program: str | None = None,
-                        environment: str | None = None, run_modes: str | None = None,
-                        service: str | None = None, environ: Mapping[str, str] | None = None,
-                        environ_label: str | None = None, secret_dirs: Iterable[Path] = ()) -> ServiceConfig:
-    """Read the mail service's configuration the way the service would, and lint it.
-
-    Args:
-        config_path: a ``.cfg.json`` file or a config root (``.../osgiconfig``).
-        db: the store holding the environment's variables, secrets and networking.
-        program / environment: which environment's values and egress map to use (both or neither).
-        run_modes: active run modes (default: ``service``'s, else none).
-        service: ``author``, ``publish`` or ``preview`` (scoped variables; default run mode).
-        environ: what ``$[env:X]`` falls back to after the store (default: the process environment).
-        environ_label: how provenance names ``environ`` (default: "process environment").
-        secret_dirs: folders of secret files for ``$[secret:X]``.
-
-    Raises:
-        ConfigError: the file or folder is missing or malformed, or holds no mail service configuration.
-        MailConfigError: a property has the wrong type (e.g. ``smtp.port`` not a number).
-        StoreError: the environment does not exist or its secrets cannot be read.
-    """
-    if (program is None) != (environment is None):
-        raise ValueError("program and environment go together")
-    if run_modes is None and service is not None:
-        run_modes = "publish" if service == "preview" else service
-    fallback = dict(os.environ) if environ is None else dict(environ)
-    if program is not None and environment is not None:
-        if db is None:
-            raise ValueError("program/environment need the store (db)")
-        sources = _store_sources(db, program, environment, service, fallback, secret_dirs)
-    else:
-        sources = Sources(env_fallback=fallback, secret_dirs=list(secret_dirs))
-    if environ_label is not None:
-        sources = dataclasses.replace(sources, labels={**sources.labels, "env_fallback": environ_label})
-    files = load_configurations(config_path, run_modes)
-    mail = files.get(MAIL_PID)
-    if mail is None:
-        modes = f" for run modes {run_modes}" if run_modes else ""
-        raise ConfigFileError(f"no {MAIL_PID} configuration here{modes}", file=Path(config_path),
-                              hint=f"the folder needs config/{MAIL_PID}.cfg.json (or a config.<runmode> "
-                                   "variant), or pass the file itself")
-    resolved = resolve_configuration(mail.properties, sources, types=mail.types, pid=MAIL_PID, path=mail.path)
-    source = str(mail.path)
-    secret_props = [name for name, prop in resolved.properties.items() if prop.is_secret]
-    unresolved = {name: prop.unresolved for name, prop in resolved.properties.items() if prop.unresolved}
-    oauth = None
-    oauth_file = files.get(OAUTH_PID)
-    if oauth_file is not None:
-        oauth_resolved = resolve_configuration(oauth_file.properties, sources, types=oauth_file.types,
-                                               pid=OAUTH_PID, path=oauth_file.path)
-        oauth = parse_oauth_settings(
-            oauth_resolved.values(), source=str(oauth_file.path),
-            secret_properties=[n for n, p in oauth_resolved.properties.items() if p.is_secret],
-            unresolved={n: p.unresolved for n, p in oauth_resolved.properties.items() if p.unresolved})
-    settings = parse_mail_settings(resolved.values(), source=source, secret_properties=secret_props,
-                                   unresolved=unresolved, oauth=oauth)
-    egress_map = None
-    if program is not None and environment is not None and db is not None:
-        from egressmail.networking.store import load_egress_map
-
-        egress_map = load_egress_map(db, program, environment)
-    findings = tuple(lint(settings, egress_map))
-    return ServiceConfig(settings=settings, egress_map=egress_map, resolved=resolved, findings=findings,
-                         path=Path(mail.path))
-
-
-# ---------------------------------------------------------------------------------------------
 # The probes
 
 
@@ -348,39 +231,6 @@ def check_config(loaded: ServiceConfig) -> list[LayerResult]:
                                       f"({egress.kind.value if egress.kind else '-'}, program "
                                       f"{egress.program}, environment {egress.environment})"))
     return results
-
-
-class TranscriptCapture(logging.Handler):
-    """Collects the (already redacted) SMTP transcript lines while installed.
-
-    ``with TranscriptCapture() as capture: ...`` attaches it to the transcript logger, lowers the
-    logger to INFO and stops propagation (the lines are shown by the caller, not on the console),
-    then restores everything.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-        self._saved: tuple[int, bool] | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
-        self.lines.append(record.getMessage())
-
-    def __enter__(self) -> TranscriptCapture:
-        logger = logging.getLogger(TRANSCRIPT_LOGGER)
-        self._saved = (logger.level, logger.propagate)
-        logger.addHandler(self)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
-        logger.propagate = False
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        logger = logging.getLogger(TRANSCRIPT_LOGGER)
-        logger.removeHandler(self)
-        if self._saved is not None:
-            logger.setLevel(self._saved[0])
-            logger.propagate = self._saved[1]
 
 
 def _server_lines(lines: list[str], first_code: str) -> list[str]:
@@ -612,12 +462,9 @@ __all__ = [
     "LAYER_TITLES",
     "Layer",
     "LayerResult",
-    "ServiceConfig",
     "Status",
-    "TranscriptCapture",
     "build_report",
     "check_config",
     "diagnose",
-    "load_service_config",
     "run_probes",
 ]

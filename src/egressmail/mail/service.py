@@ -154,7 +154,7 @@ class MailService:
             MailConfigError: a property has the wrong type, or the lint found an error.
             StoreError: the environment does not exist or its secrets cannot be read.
         """
-        from egressmail.mail.doctor import load_service_config
+        from egressmail.mail.service_config import load_service_config
 
         if (program is None) != (environment is None):
             raise ValueError("program and environment go together")

@@ -109,3 +109,36 @@ class Transcript:
     def note(self, text: str) -> None:
         """An event that is not on the wire (connect, TLS established, connection lost)."""
         self._emit("*", text)
+
+
+class TranscriptCapture(logging.Handler):
+    """Collects the (already redacted) SMTP transcript lines while installed.
+
+    ``with TranscriptCapture() as capture: ...`` attaches it to the transcript logger, lowers the
+    logger to INFO and stops propagation (the lines are shown by the caller, not on the console),
+    then restores everything.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+        self._saved: tuple[int, bool] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
+        self.lines.append(record.getMessage())
+
+    def __enter__(self) -> TranscriptCapture:
+        logger = logging.getLogger(LOGGER_NAME)
+        self._saved = (logger.level, logger.propagate)
+        logger.addHandler(self)
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        logger.propagate = False
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.removeHandler(self)
+        if self._saved is not None:
+            logger.setLevel(self._saved[0])
+            logger.propagate = self._saved[1]
