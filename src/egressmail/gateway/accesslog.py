@@ -16,6 +16,7 @@ The JSON format has the same fields, one object per line.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -75,15 +76,24 @@ class AccessRecord:
         return out
 
 
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def iso_time(epoch: float) -> str:
     """``2026-05-09T10:12:01.532Z``."""
+    global _second_cache
     whole = int(epoch)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1000):03d}Z"
+    if _second_cache[0] != whole:  # many connections share a second: format it once
+        _second_cache = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second_cache[1]}.{int((epoch - whole) * 1000):03d}Z"
+
+
+_NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 
 def _quote(value: str) -> str:
     # Reasons carry spaces; destinations come from clients: keep one record on one line.
-    return json.dumps(value) if (not value or any(c in value for c in ' "=\\\n\r\t')) else value
+    return json.dumps(value) if (not value or _NEEDS_QUOTES.search(value)) else value
 
 
 def format_text(record: AccessRecord) -> str:

@@ -9,6 +9,7 @@ the gateway's own network, unless a ``--connect-to`` pin sends it there on purpo
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -30,16 +31,49 @@ class DialFailure:
     code: str  # metric label: a routing refusal code, or connect-failed / connect-timeout / resolve-failed
 
 
+@functools.lru_cache(maxsize=4096)
+def literal_address(host: str) -> IPAddress | None:
+    """``host`` as an IP address if it is one (cached: pins and rules repeat the same few)."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+class AddressChecks:
+    """Memo of :func:`check_resolved_address` for one egress map (the check is pure).
+
+    The gateway makes a new one whenever the map changes.
+    """
+
+    __slots__ = ("egress", "_memo")
+
+    def __init__(self, egress: EgressMap) -> None:
+        self.egress = egress
+        self._memo: dict[tuple[IPAddress, bool, PortForward | None], Refused | None] = {}
+
+    def check(self, address: IPAddress, pinned: bool, rule: PortForward | None) -> Refused | None:
+        """``check_resolved_address`` for this map, memoised."""
+        key = (address, pinned, rule)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        result = check_resolved_address(self.egress, address, pinned=pinned, rule=rule)
+        if len(self._memo) < 10_000:
+            self._memo[key] = result
+        return result
+
+
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[IPAddress]:
     """The addresses of ``host`` (a literal is its own answer), in the resolver's order.
 
     Raises:
         OSError: the name does not resolve.
     """
-    try:
-        return [ipaddress.ip_address(host)]
-    except ValueError:
-        pass
+    literal = literal_address(host)
+    if literal is not None:
+        return [literal]
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     out: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
@@ -49,11 +83,14 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list
     return out
 
 
-async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, egress: EgressMap,
+async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, checks: AddressChecks,
                host: str, port: int, rule: PortForward | None, pins: tuple[ConnectTo, ...],
                local_address: str | None, connect_timeout: float | None,
                ) -> tuple[asyncio.Transport, str] | DialFailure:
     """Resolve, check and connect ``host:port`` (after pins), binding ``local_address`` if given.
+
+    ``connect_timeout`` ``None`` means the caller enforces its own deadline (the port-forward path
+    uses its tunnel's timer).
 
     Returns:
         ``(transport, "ip:port")`` on success (``protocol`` is its protocol), else a
@@ -62,46 +99,57 @@ async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, e
     pin = find_pin(pins, host, port)
     target_host, target_port = pin if pin is not None else (host, port)
     try:
+        if connect_timeout is None:
+            return await _dial(loop, protocol, checks, host, port, rule, target_host, target_port,
+                               pin is not None, local_address)
         async with asyncio.timeout(connect_timeout):
-            try:
-                addresses = await resolve(loop, target_host, target_port)
-            except OSError as exc:
-                return DialFailure(End.CONNECT_FAILED, f"cannot resolve {target_host}: {exc}",
-                                   "resolve-failed")
-            candidates: list[IPAddress] = []
-            refusal: Refused | None = None
-            for address in addresses:
-                refused = check_resolved_address(egress, address, pinned=pin is not None, rule=rule)
-                if refused is not None:
-                    refusal = refusal or refused
-                    continue
-                if local_address is not None and \
-                        ipaddress.ip_address(local_address).version != address.version:
-                    continue  # the egress address cannot reach the other family
-                candidates.append(address)
-            if not candidates:
-                if refusal is not None:
-                    return DialFailure(End.REFUSED, f"{host}:{port} → {refusal.reason}", refusal.code)
-                return DialFailure(End.CONNECT_FAILED,
-                                   f"{target_host} has no address of the egress address's family "
-                                   f"({local_address})", "connect-failed")
-            last: OSError | None = None
-            for address in candidates:
-                try:
-                    transport, _ = await loop.create_connection(
-                        lambda: protocol, str(address), target_port,
-                        local_addr=(local_address, 0) if local_address is not None else None)
-                except OSError as exc:
-                    last = exc
-                    continue
-                shown = f"[{address}]:{target_port}" if address.version == 6 else f"{address}:{target_port}"
-                return transport, shown
-            assert last is not None  # noqa: S101 - candidates was not empty
-            return DialFailure(End.CONNECT_FAILED,
-                               f"connecting to {target_host}:{target_port}: {last.strerror or last}",
-                               "connect-failed")
+            return await _dial(loop, protocol, checks, host, port, rule, target_host, target_port,
+                               pin is not None, local_address)
     except TimeoutError:
         return DialFailure(End.CONNECT_TIMEOUT,
                            f"connecting to {target_host}:{target_port}: "
                            f"no answer within {connect_timeout:g}s",
                            "connect-timeout")
+
+
+async def _dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, checks: AddressChecks,
+                host: str, port: int, rule: PortForward | None, target_host: str, target_port: int,
+                pinned: bool, local_address: str | None) -> tuple[asyncio.Transport, str] | DialFailure:
+    try:
+        addresses = await resolve(loop, target_host, target_port)
+    except OSError as exc:
+        return DialFailure(End.CONNECT_FAILED, f"cannot resolve {target_host}: {exc}", "resolve-failed")
+    candidates: list[IPAddress] = []
+    refusal: Refused | None = None
+    local = literal_address(local_address) if local_address is not None else None
+    for address in addresses:
+        refused = checks.check(address, pinned, rule)
+        if refused is not None:
+            refusal = refusal or refused
+            continue
+        if local is not None and local.version != address.version:
+            continue  # the egress address cannot reach the other family
+        candidates.append(address)
+    if not candidates:
+        if refusal is not None:
+            return DialFailure(End.REFUSED, f"{host}:{port} → {refusal.reason}", refusal.code)
+        return DialFailure(End.CONNECT_FAILED,
+                           f"{target_host} has no address of the egress address's family ({local_address})",
+                           "connect-failed")
+    # A literal is connected as written (no str() of the address per connection); a name is never
+    # handed to create_connection, which would resolve it again, past the check above.
+    is_literal = literal_address(target_host) is not None
+    last: OSError | None = None
+    for address in candidates:
+        text = target_host if is_literal else str(address)
+        try:
+            transport, _ = await loop.create_connection(
+                lambda: protocol, text, target_port,
+                local_addr=(local_address, 0) if local_address is not None else None)
+        except OSError as exc:
+            last = exc
+            continue
+        return transport, f"[{text}]:{target_port}" if address.version == 6 else f"{text}:{target_port}"
+    assert last is not None  # noqa: S101 - candidates was not empty
+    return DialFailure(End.CONNECT_FAILED, f"connecting to {target_host}:{target_port}: "
+                       f"{last.strerror or last}", "connect-failed")

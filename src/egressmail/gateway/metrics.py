@@ -44,6 +44,7 @@ class GatewayMetrics:
         self.buffered = Gauge("egressmail_gateway_buffered_bytes",
                               "Bytes waiting in the gateway's write buffers", registry=r)
         self._open: dict[str, Any] = {}
+        self._total: dict[tuple[str, str], Any] = {}
         self._bytes: dict[tuple[str, str], Any] = {}
 
     def bind_buffered(self, fn: Callable[[], float]) -> None:
@@ -60,7 +61,10 @@ class GatewayMetrics:
     def closed(self, rule: str, end: str) -> None:
         """A connection of ``rule`` finished (``end`` as in the access log)."""
         self._open[rule].dec()
-        self.total.labels(rule, end).inc()
+        child = self._total.get((rule, end))
+        if child is None:
+            child = self._total[(rule, end)] = self.total.labels(rule, end)
+        child.inc()
 
     def add_bytes(self, rule: str, up: int, down: int) -> None:
         """Count relayed bytes (called per tunnel now and then, not per chunk)."""

@@ -102,7 +102,7 @@ class Tunnel:
 
     __slots__ = ("record", "rule_key", "client", "upstream", "_idle", "_high", "_low", "_on_finished",
                  "_timer", "_last_count", "_last_change", "_finished", "_t0", "_counted_up",
-                 "_counted_down", "task", "on_progress", "__weakref__")
+                 "_counted_down", "task", "on_progress", "held_back", "__weakref__")
 
     def __init__(self, record: AccessRecord, rule_key: object, *, idle_timeout: float | None,
                  high_water: int, low_water: int, on_finished: Callable[[Tunnel], None]) -> None:
@@ -125,12 +125,31 @@ class Tunnel:
         self._counted_down = 0
         self.task: asyncio.Task[None] | None = None  # the connect phase, while it runs
         self.on_progress: Callable[[Tunnel, int, int], None] | None = None
+        self.held_back = False  # a side's reading was paused before the join
 
     # -- wiring -------------------------------------------------------------------------------
 
+    def start_connect_timer(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+        """Abort (``connect-timeout``) unless :meth:`join` happens within ``timeout`` seconds.
+
+        One timer handle serves both phases (connect, then idle): cheaper than a timeout context
+        per connection, which matters when clients connect thousands of times a second.
+        """
+        if timeout is not None:
+            self._timer = loop.call_later(timeout, self._connect_expired, timeout)
+
+    def _connect_expired(self, timeout: float) -> None:
+        self._timer = None
+        if not self._finished and self.client.out is None:
+            self.abort(End.CONNECT_TIMEOUT,
+                       f"connecting to {self.record.dest}: no answer within {timeout:g}s")
+
     def start_idle_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Begin watching for silence (call once the client is accepted)."""
-        if self._idle is not None and self._timer is None:
+        """Begin watching for silence (call once joined; replaces the connect timer)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._idle is not None:
             self._last_change = loop.time()
             self._timer = loop.call_later(self._idle / 4, self._idle_check, loop)
 
@@ -144,6 +163,7 @@ class Tunnel:
         side.pending.append(data)
         if sum(map(len, side.pending)) > self._high and side.transport is not None:
             side.transport.pause_reading()
+            self.held_back = True
 
     def join(self) -> None:
         """Both transports exist: wire them and start moving bytes (the client's reading resumes)."""
@@ -154,18 +174,18 @@ class Tunnel:
         self.client.out = upstream
         self.upstream.out = client
         for side in (self.client, self.upstream):
-            out = side.out
-            assert out is not None  # noqa: S101
             if side.pending:
                 data = b"".join(side.pending)
                 side.pending = []
-                out.write(data)
+                side.out.write(data)  # type: ignore[union-attr]
                 side.nbytes += len(data)
             if side.eof:  # a FIN that came before the join, after its data
                 self.side_eof(side)
-        for side in (self.client, self.upstream):
-            if not side.lost and not side.eof and side.transport is not None:
-                side.transport.resume_reading()
+        if self.held_back:  # reading was paused for early bytes (or by the caller): resume it
+            if not self.client.lost and not self.client.eof:
+                client.resume_reading()
+            if not self.upstream.lost and not self.upstream.eof:
+                upstream.resume_reading()
 
     # -- events from the sides ----------------------------------------------------------------
 
