@@ -155,7 +155,7 @@ def send_request(app: AppContext, req: SendRequest) -> SendResult | Queued:
                    "of sending a copy.")
 @pass_app
 def send(app: AppContext, /, **options: object) -> None:
-    r"""Send one message through the configured mail service and wait for the outcome.
+    """Send one message through the configured mail service and wait for the outcome.
 
     The settings come from the DefaultMailService configuration, with $[env:] and $[secret:]
     placeholders filled from the environment's variables and secrets, and the TLS name from the
@@ -165,11 +165,11 @@ def send(app: AppContext, /, **options: object) -> None:
 
     \b
     Examples:
-      AEM_PROXY_HOST=127.0.0.1 egressmail send \
-          --config ui.config/src/jcr_root/apps/wknd-examples/osgiconfig \
-          --program 1001 --environment 2002 --run-modes publish \
+      AEM_PROXY_HOST=127.0.0.1 egressmail send \\
+          --config ui.config/src/jcr_root/apps/wknd-examples/osgiconfig \\
+          --program 1001 --environment 2002 --run-modes publish \\
           --to someone@example.com --subject "Hello" --text "Hi from the app"
-      egressmail send --config mail.cfg.json --to a@example.com --subject Report \
+      egressmail send --config mail.cfg.json --to a@example.com --subject Report \\
           --html "<p>See attached</p>" --attach report.pdf
       egressmail send --config mail.cfg.json --template order.txt --var name=Ann --var order=42
       egressmail send --config mail.cfg.json --to a@example.com --subject Hi --text Hello --no-wait
