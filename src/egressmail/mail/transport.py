@@ -32,6 +32,13 @@ has been written and before the reply is :class:`DeliveryUnknown`, because the s
 have taken the message. After a refused transaction we send RSET so the connection can carry the
 next message of a batch.
 
+When the server offers PIPELINING (RFC 2920; Postfix does), MAIL, every RCPT and DATA go out in
+one write and their replies are read in order: two round trips per message instead of
+``3 + recipients``. Every reply is still checked (RFC 2920 section 3.1): a refused MAIL or DATA, or
+every recipient refused, fails exactly as without pipelining, and when DATA was nevertheless
+accepted we end it with an empty message (a lone ``.``, which the server must not deliver) before
+going on. The message body and its final ``.`` are always one write of their own.
+
 Errors are translated here, at the boundary, into the ``mail/errors.py`` family: 4xx →
 :class:`TransientDeliveryError`, 5xx → :class:`PermanentDeliveryError`, connection trouble and
 timeouts → transient, certificate problems → :class:`MailTLSError`. Each message names
@@ -49,6 +56,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 from aiosmtplib.errors import (
     SMTPAuthenticationError,
     SMTPConnectResponseError,
@@ -59,6 +67,7 @@ from aiosmtplib.errors import (
     SMTPServerDisconnected,
     SMTPTimeoutError,
 )
+from aiosmtplib.protocol import SMTPProtocol
 
 from egressmail.mail.envelope import Envelope, SendResult
 from egressmail.mail.errors import (
@@ -76,9 +85,18 @@ from egressmail.mail.transcript import Transcript, new_session_id
 from egressmail.networking.model import EgressMap
 
 TlsMode = Literal["implicit", "starttls"]
+Replies = dict[str, tuple[int, str]]  # recipient → (code, text)
 QUIT_TIMEOUT_S = 2.0
 _PASSWORD_MECHANISMS = ("plain", "login", "cram-md5")  # preference order among those offered
 _EHLO_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+_RCPT_OK = (250, 251)  # 251: "user not local; will forward" is an acceptance (RFC 5321 3.4)
+# aiosmtplib's protocol parses one reply per chunk received and keeps the rest in its buffer until
+# more bytes arrive (its read_response says so: it must be awaited once per command written). A
+# server answering a pipelined group in one segment (RFC 2920 server rule 2: Postfix, smtp-sink)
+# would leave the 2nd reply there while we wait for bytes that never come. So the pipelined path
+# takes complete replies from that buffer first (_next_reply), through the one private method
+# aiosmtplib 3-5 all have; without it, we do not pipeline.
+_CAN_PIPELINE = callable(getattr(SMTPProtocol, "_read_response_from_buffer", None))
 
 
 class TokenSource(Protocol):
@@ -134,6 +152,7 @@ class TransportConfig:
     ehlo_name: str | None = None
     cafile: str | None = None
     debug: bool = False
+    pipelining: bool = True  # use RFC 2920 PIPELINING when the server offers it
 
     @classmethod
     def from_settings(cls, settings: MailSettings, egress_map: EgressMap | None = None, *,
@@ -230,6 +249,19 @@ async def _wait_socket_closed(sock: socket.socket | None, limit_s: float = 1.0) 
         await asyncio.sleep(step_s)
 
 
+async def _next_reply(protocol: SMTPProtocol, limit_s: float | None) -> aiosmtplib.SMTPResponse:
+    """The next reply to a pipelined group: one already received if there is, else wait for it.
+
+    Raises:
+        SMTPResponseException: a malformed reply.
+        SMTPServerDisconnected, SMTPTimeoutError: the connection was lost, or no reply in time.
+    """
+    buffered = protocol._read_response_from_buffer()  # see _CAN_PIPELINE
+    if buffered is not None:
+        return buffered
+    return await protocol.read_response(timeout=limit_s)
+
+
 def _prepare_data(data: bytes) -> bytes:
     """CRLF line endings, dot-stuffing (RFC 5321 section 4.5.2) and the final ``.``."""
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
@@ -251,6 +283,7 @@ class AioSmtpSession:
         self.session_id = session_id
         self.transcript = transcript
         self.is_tls = False
+        self.pipelining = False  # decided after the last EHLO (SmtpTransport.open)
 
     @property
     def is_open(self) -> bool:
@@ -291,7 +324,17 @@ class AioSmtpSession:
         smtp, fail = self._smtp, self._fail
         if not smtp.is_connected:
             raise fail.error(TransientDeliveryError, "mail", "the session is closed")
-        options = [f"SIZE={len(_prepare_data(envelope.data)) - 3}"] if smtp.supports_extension("size") else []
+        payload = _prepare_data(envelope.data)
+        options = [f"SIZE={len(payload) - 3}"] if smtp.supports_extension("size") else []
+        if self.pipelining:
+            accepted, refused = await self._envelope_pipelined(envelope, options)
+        else:
+            accepted, refused = await self._envelope(envelope, options)
+        return await self._body(envelope, payload, accepted, refused)
+
+    async def _envelope(self, envelope: Envelope, options: list[str]) -> tuple[Replies, Replies]:
+        """MAIL, RCPT and DATA one at a time, each waiting for its reply; ends after DATA's 354."""
+        smtp, fail = self._smtp, self._fail
         try:
             await self._command("mail", f"MAIL FROM:<{envelope.sender}> {' '.join(options)}".rstrip(),
                                 smtp.mail(envelope.sender, options=options))
@@ -299,8 +342,8 @@ class AioSmtpSession:
             await self._rset()
             raise fail.reply("mail", exc, f"the sender <{envelope.sender}> was refused") from exc
 
-        accepted: dict[str, tuple[int, str]] = {}
-        refused: dict[str, tuple[int, str]] = {}
+        accepted: Replies = {}
+        refused: Replies = {}
         for rcpt in envelope.recipients:
             try:
                 r = await self._command("rcpt", f"RCPT TO:<{rcpt}>", smtp.rcpt(rcpt))
@@ -309,12 +352,7 @@ class AioSmtpSession:
                 refused[rcpt] = (exc.code, exc.message)
         if not accepted:
             await self._rset()
-            codes = [code for code, _ in refused.values()]
-            cls = TransientDeliveryError if any(400 <= c < 500 for c in codes) else PermanentDeliveryError
-            first_code, first_text = next(iter(refused.values()))
-            listing = ", ".join(f"<{r}> {c}" for r, (c, _) in refused.items())
-            raise fail.error(cls, "rcpt", f"every recipient was refused ({listing})",
-                             code=first_code, server_message=first_text)
+            raise self._every_recipient_refused(refused)
 
         try:
             start = await self._command("data", "DATA", smtp.execute_command(b"DATA"))
@@ -325,7 +363,104 @@ class AioSmtpSession:
             await self._rset()
             raise fail.error(classify_reply(start.code), "data", "DATA was refused",
                              code=start.code, server_message=start.message)
-        payload = _prepare_data(envelope.data)
+        return accepted, refused
+
+    async def _envelope_pipelined(self, envelope: Envelope, options: list[str]
+                                  ) -> tuple[Replies, Replies]:
+        """MAIL, every RCPT and DATA in one write (RFC 2920), then their replies in order."""
+        smtp, fail, t = self._smtp, self._fail, self.transcript
+        # The same bytes aiosmtplib's SMTP.mail/rcpt would send; quote_address also refuses an
+        # address with CR, LF or other control characters (ValueError), before anything is written.
+        group: list[tuple[Stage, str]] = [("mail", " ".join(
+            ["MAIL", f"FROM:{quote_address(envelope.sender)}", *options]))]
+        group += [("rcpt", f"RCPT TO:{quote_address(rcpt)}") for rcpt in envelope.recipients]
+        group.append(("data", "DATA"))
+        wire = "".join(f"{line}\r\n" for _, line in group).encode("ascii")
+        protocol = smtp.protocol
+        for _, line in group:
+            t.client(line)
+        try:
+            if protocol is None:
+                raise SMTPServerDisconnected("Connection lost")
+            protocol.write(wire)
+        except (SMTPServerDisconnected, OSError) as exc:
+            smtp.close()
+            raise fail.lost("mail", exc) from exc
+
+        # Every reply is read, even after a refusal: they are on their way, and the next command
+        # must not be paired with one of them (RFC 2920 section 3.1: check every status).
+        replies: list[tuple[int, str]] = []
+        for stage, _ in group:
+            try:
+                reply = await _next_reply(protocol, self._config.timeouts.read)
+            except SMTPResponseException as exc:  # malformed: the replies no longer line up
+                t.server(exc.code, exc.message)
+                smtp.close()
+                raise fail.reply(stage, exc, "unreadable reply") from exc
+            except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
+                t.note(f"{type(exc).__name__}: {exc}")
+                smtp.close()
+                raise fail.lost(stage, exc) from exc
+            t.server(reply.code, reply.message)
+            if reply.code == 421:  # the server is closing the connection: no more replies will come
+                smtp.close()
+                raise fail.error(TransientDeliveryError, stage, "the server is closing the connection",
+                                 code=reply.code, server_message=reply.message)
+            replies.append((reply.code, reply.message))
+
+        (mail_code, mail_text), data_reply = replies[0], replies[-1]
+        accepted: Replies = {}
+        refused: Replies = {}
+        for rcpt, (code, text) in zip(envelope.recipients, replies[1:-1], strict=True):
+            (accepted if code in _RCPT_OK else refused)[rcpt] = (code, text)
+        if mail_code != 250:
+            await self._abandon(data_reply[0])
+            raise fail.error(classify_reply(mail_code), "mail", f"the sender <{envelope.sender}> was refused",
+                             code=mail_code, server_message=mail_text)
+        if not accepted:
+            await self._abandon(data_reply[0])
+            raise self._every_recipient_refused(refused)
+        if data_reply[0] != 354:
+            await self._rset()
+            raise fail.error(classify_reply(data_reply[0]), "data", "DATA was refused",
+                             code=data_reply[0], server_message=data_reply[1])
+        return accepted, refused
+
+    async def _abandon(self, data_code: int) -> None:
+        """End a pipelined transaction that will not be sent: RSET, or if DATA was accepted anyway,
+        an empty message (RFC 2920 section 3.1: "the client SMTP should send a single dot"; with no
+        valid recipient the server must not deliver it)."""
+        if data_code != 354:
+            await self._rset()
+            return
+        protocol = self._smtp.protocol
+        self.transcript.note("DATA was accepted without a valid transaction: ending it with an empty "
+                             "message (RFC 2920 section 3.1)")
+        self.transcript.client(".")
+        try:
+            if protocol is None:
+                raise SMTPServerDisconnected("Connection lost")
+            protocol.write(b".\r\n")
+            reply = await protocol.read_response(timeout=self._config.timeouts.read)
+        except (SMTPException, OSError) as exc:
+            # Nothing can be delivered either way; only the connection is lost for the next message.
+            self.transcript.note(f"{type(exc).__name__}: {exc}")
+            self._smtp.close()
+            return
+        self.transcript.server(reply.code, reply.message)
+
+    def _every_recipient_refused(self, refused: Replies) -> MailError:
+        codes = [code for code, _ in refused.values()]
+        cls = TransientDeliveryError if any(400 <= c < 500 for c in codes) else PermanentDeliveryError
+        first_code, first_text = next(iter(refused.values()))
+        listing = ", ".join(f"<{r}> {c}" for r, (c, _) in refused.items())
+        return self._fail.error(cls, "rcpt", f"every recipient was refused ({listing})",
+                                code=first_code, server_message=first_text)
+
+    async def _body(self, envelope: Envelope, payload: bytes, accepted: Replies, refused: Replies
+                    ) -> SendResult:
+        """The message and its final ``.`` (one write, after DATA's 354), then the moment of truth."""
+        smtp, fail = self._smtp, self._fail
         protocol = smtp.protocol
         try:
             if protocol is None:
@@ -434,6 +569,9 @@ class SmtpTransport:
         session = AioSmtpSession(smtp, c, session_id, transcript)
         try:
             await self._handshake(smtp, session, fail)
+            session.pipelining = c.pipelining and _CAN_PIPELINE and smtp.supports_extension("pipelining")
+            if session.pipelining:
+                transcript.note("the server offers PIPELINING: MAIL, RCPT and DATA go out together")
         except BaseException:
             # Abort, not close: a TLS close waits for the peer's close_notify, and with the socket
             # closed just below the transport would never finish (a ResourceWarning at GC).
