@@ -8,16 +8,19 @@ like Postfix: the replies to one read come back in one segment.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
 from egressmail.mail.envelope import Envelope
 from egressmail.mail.errors import DeliveryUnknown, MailError, PermanentDeliveryError, TransientDeliveryError
 from egressmail.mail.settings import Timeouts
 from egressmail.mail.transcript import LOGGER_NAME
-from egressmail.mail.transport import SmtpTransport, TransportConfig
+from egressmail.mail.transport import SmtpTransport, TransportConfig, _prepare_data
 from tests.servers.fake_smtpd import server_context
 from tests.servers.pipelining_smtpd import NAME, PipeliningConfig, pipelining_smtpd
 
@@ -243,3 +246,17 @@ async def test_a_line_break_in_an_address_cannot_inject_a_command(enabled: bool)
     assert [line for read in srv.group_reads() for line in read][1:] == ["RCPT TO:<a@example.test>", "DATA"]
     assert [m.rcpt_tos for m in srv.messages] == [("a@example.test",)]
 
+
+
+def _prepare_data_reference(data: bytes) -> bytes:
+    """The two unconditional regex passes _prepare_data had before its fast path."""
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"x y"]), max_size=30))
+def test_prepare_data_fast_path_matches_the_plain_rewrite(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    assert _prepare_data(data) == _prepare_data_reference(data)
