@@ -70,7 +70,7 @@ async def serve(provider: EgressMapProvider, options: GatewayOptions, *, access_
 
     try:
         if metrics_address is not None:
-            metrics_server = MetricsServer(metrics, *metrics_address)
+            metrics_server = MetricsServer(metrics.registry, *metrics_address)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, on_hup)

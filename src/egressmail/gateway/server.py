@@ -251,7 +251,7 @@ class Gateway:
 
     def buffered_bytes(self) -> int:
         """Bytes waiting in the write buffers of every open tunnel (bounded by backpressure)."""
-        return sum(t.buffered_bytes() for t in self._tunnels)
+        return sum(t.buffered_bytes() for t in list(self._tunnels))  # list(): scrapes run in a thread
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -309,7 +309,7 @@ class Gateway:
         for server in servers:
             server.close()
         self._listeners.clear()
-        self.metrics.rules.set(0)
+        self.metrics.rules = 0
         if self._tunnels and drain_timeout > 0:
             try:
                 async with asyncio.timeout(drain_timeout):
@@ -350,7 +350,7 @@ class Gateway:
             return await loop.create_server(factory, host, port, reuse_address=True,
                                             backlog=LISTEN_BACKLOG)
         except OSError as exc:
-            self.metrics.errors.labels("bind").inc()
+            self.metrics.error("bind")
             raise GatewayBindError(f"{what} cannot listen on {host}:{port}: {exc.strerror or exc}",
                                    host=host, port=port,
                                    hint="stop what holds the port, or choose others "
@@ -365,7 +365,7 @@ class Gateway:
             self._egress = egress
             self._checks = AddressChecks(egress)
             self._decisions = {}
-            self.metrics.generation.set(egress.generation)
+            self.metrics.generation = egress.generation
             wanted = {f.port_orig: f for f in egress.port_forwards}
             for port_orig in [p for p in self._listeners if p not in wanted]:
                 lst = self._listeners.pop(port_orig)
@@ -394,7 +394,7 @@ class Gateway:
                 self._listeners[port_orig] = placeholder
                 log.info("rule %s listening on %s:%s (portOrig %s)", rule_label(forward),
                          self.options.listen_host, placeholder.port, port_orig)
-            self.metrics.rules.set(len(self._listeners))
+            self.metrics.rules = len(self._listeners)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -446,7 +446,7 @@ class Gateway:
                       reason: str, answer: bytes = b"") -> None:
         record.end = End.REFUSED
         record.reason = reason
-        self.metrics.refused.labels(code).inc()
+        self.metrics.refuse(code)
         if answer:
             transport.write(answer)
             transport.close()
@@ -511,9 +511,9 @@ class Gateway:
                             connect_timeout=self.options.timeouts.connect if own_timeout else None)
         if isinstance(result, DialFailure):
             if result.end is End.REFUSED:
-                self.metrics.refused.labels(result.code).inc()
+                self.metrics.refuse(result.code)
             else:
-                self.metrics.errors.labels(result.code).inc()
+                self.metrics.error(result.code)
             return result
         record.addr = result[1]
         return None
@@ -552,7 +552,7 @@ class Gateway:
         tunnel.record.end = end
         tunnel.record.reason = reason
         if end is End.REFUSED:
-            self.metrics.refused.labels(code).inc()
+            self.metrics.refuse(code)
         transport = tunnel.client.transport
         if transport is not None and not tunnel.client.lost:
             transport.write(error_response(status, reason))
