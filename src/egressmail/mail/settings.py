@@ -42,11 +42,12 @@ EXT_READ_TIMEOUT: Final = "egressmail.timeout.read"
 EXT_ALLOW_PLAINTEXT_AUTH: Final = "egressmail.auth.allowplaintext"
 EXT_EHLO_NAME: Final = "egressmail.ehlo.name"
 EXT_OAUTH_PROXY: Final = "egressmail.oauth.proxy"
+EXT_PIPELINING: Final = "egressmail.smtp.pipelining"
 
 STANDARD_PROPERTIES: Final = (SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD, FROM_ADDRESS, SMTP_SSL,
                               SMTP_STARTTLS, SMTP_REQUIRETLS, DEBUG_EMAIL, OAUTH_FLOW)
 EXTENSION_PROPERTIES: Final = (EXT_TLS_SERVER_NAME, EXT_TLS_CAFILE, EXT_CONNECT_TIMEOUT, EXT_READ_TIMEOUT,
-                               EXT_ALLOW_PLAINTEXT_AUTH, EXT_EHLO_NAME, EXT_OAUTH_PROXY)
+                               EXT_ALLOW_PLAINTEXT_AUTH, EXT_EHLO_NAME, EXT_OAUTH_PROXY, EXT_PIPELINING)
 # Properties whose values are credentials even when they do not come from a $[secret:] placeholder.
 ALWAYS_SECRET: Final = frozenset({SMTP_PASSWORD})
 # Name spaces we own: an unknown key there is probably a typo worth a lint warning.
@@ -138,6 +139,7 @@ class MailSettings:
     allow_plaintext_auth: bool = False
     ehlo_name: str | None = None
     oauth_proxy: str | None = None
+    pipelining: bool = True
     oauth: OAuthSettings | None = None
     source: str = "<properties>"
     secret_properties: frozenset[str] = ALWAYS_SECRET
@@ -315,6 +317,7 @@ def parse_mail_settings(props: Mapping[str, object], *, source: str = "<properti
         allow_plaintext_auth=r.boolean(EXT_ALLOW_PLAINTEXT_AUTH),
         ehlo_name=ehlo.strip() if ehlo else None,
         oauth_proxy=(r.text(EXT_OAUTH_PROXY) or None),
+        pipelining=r.boolean(EXT_PIPELINING, default=True),
         oauth=oauth,
         source=source,
         secret_properties=secrets,

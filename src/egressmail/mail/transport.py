@@ -173,7 +173,7 @@ class TransportConfig:
             forward=f"{forward.name}:{forward.port_dest}" if forward is not None else None,
             require_tls=settings.requiretls, allow_plaintext_auth=settings.allow_plaintext_auth,
             credentials=credentials, timeouts=settings.timeouts, ehlo_name=settings.ehlo_name,
-            cafile=settings.cafile, debug=settings.debug,
+            cafile=settings.cafile, debug=settings.debug, pipelining=settings.pipelining,
         )
 
     @property

@@ -260,3 +260,21 @@ def _prepare_data_reference(data: bytes) -> bytes:
 def test_prepare_data_fast_path_matches_the_plain_rewrite(parts: list[bytes]) -> None:
     data = b"".join(parts)
     assert _prepare_data(data) == _prepare_data_reference(data)
+
+
+@pytest.mark.parametrize("value, expected", [(None, [["MAIL", "RCPT", "DATA"]]),
+                                             ("false", [["MAIL"], ["RCPT"], ["DATA"]])])
+async def test_the_pipelining_property_reaches_the_session(value: str | None,
+                                                           expected: list[list[str]]) -> None:
+    from egressmail.mail.settings import parse_mail_settings
+
+    async with pipelining_smtpd() as srv:
+        props: dict[str, object] = {"smtp.host": "127.0.0.1", "smtp.port": srv.port,
+                                    "from.address": SENDER, "smtp.ssl": False,
+                                    "egressmail.tls.servername": NAME}
+        if value is not None:
+            props["egressmail.smtp.pipelining"] = value
+        config = TransportConfig.from_settings(parse_mail_settings(props))
+        async with SmtpTransport(config)() as session:
+            await session.send(envelope("a@example.test"))
+    assert verbs_of(srv.group_reads()) == expected
