@@ -83,6 +83,67 @@ async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FixedTarget:
+    """A destination known without resolving (a literal address, or a name pinned to one), checked.
+
+    Both the pin lookup and the address check are pure functions of the egress map, so the
+    gateway computes this once per port-forward rule and map (:func:`plan_fixed`) and a connection
+    then only connects (:func:`connect_fixed`).
+    """
+
+    host: str  # the literal, as written
+    port: int
+    local_addr: tuple[str, int] | None
+    addr: str  # "ip:port" for the access log
+
+
+def plan_fixed(checks: AddressChecks, *, host: str, port: int, rule: PortForward | None,
+               pins: tuple[ConnectTo, ...], local_address: str | None,
+               ) -> FixedTarget | DialFailure | None:
+    """Where ``host:port`` goes when that needs no resolution; ``None`` when it is a name.
+
+    Returns:
+        a :class:`FixedTarget`, or the :class:`DialFailure` every connection to it would get
+        (a refused address, an egress address of the other family), or ``None``.
+    """
+    pin = find_pin(pins, host, port)
+    target_host, target_port = pin if pin is not None else (host, port)
+    address = literal_address(target_host)
+    if address is None:
+        return None
+    refused = checks.check(address, pin is not None, rule)
+    if refused is not None:
+        return DialFailure(End.REFUSED, f"{host}:{port} → {refused.reason}", refused.code)
+    local = literal_address(local_address) if local_address is not None else None
+    if local is not None and local.version != address.version:
+        return DialFailure(End.CONNECT_FAILED,
+                           f"{target_host} has no address of the egress address's family ({local_address})",
+                           "connect-failed")
+    return FixedTarget(host=target_host, port=target_port,
+                       local_addr=(local_address, 0) if local_address is not None else None,
+                       addr=f"[{target_host}]:{target_port}" if address.version == 6
+                       else f"{target_host}:{target_port}")
+
+
+async def connect_fixed(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol,
+                        target: FixedTarget) -> tuple[asyncio.Transport, str] | DialFailure:
+    """Connect to a planned target (no resolution, no check: :func:`plan_fixed` did both).
+
+    The caller enforces the deadline.
+
+    Returns:
+        ``(transport, "ip:port")``, or a :class:`DialFailure` (``connect-failed``).
+    """
+    try:
+        transport, _ = await loop.create_connection(lambda: protocol, target.host, target.port,
+                                                    local_addr=target.local_addr)
+    except OSError as exc:
+        return DialFailure(End.CONNECT_FAILED, f"connecting to {target.host}:{target.port}: "
+                           f"{exc.strerror or exc}", "connect-failed")
+    return transport, target.addr
+
+
 async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, checks: AddressChecks,
                host: str, port: int, rule: PortForward | None, pins: tuple[ConnectTo, ...],
                local_address: str | None, connect_timeout: float | None,
@@ -90,7 +151,7 @@ async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, c
     """Resolve, check and connect ``host:port`` (after pins), binding ``local_address`` if given.
 
     ``connect_timeout`` ``None`` means the caller enforces its own deadline (the port-forward path
-    uses its tunnel's timer).
+    uses its tunnel's deadline).
 
     Returns:
         ``(transport, "ip:port")`` on success (``protocol`` is its protocol), else a

@@ -20,9 +20,13 @@ through, as SMTP ``QUIT`` or ``nc -N`` need. When both directions have seen EOF,
 close. A side that is lost with an error (reset) aborts the other; a side that is lost cleanly
 closes the other after flushing.
 
-Idle cut. A timer fires every quarter of ``Timeouts.idle`` and compares the byte counters with
-the previous look: a tunnel whose counters did not move for ``idle`` seconds is aborted. Counters
-are read, never written, by the timer, so the hot path stays one ``write`` and one addition.
+Timeouts without timers. A tunnel owns no timer handle: the gateway calls :meth:`Tunnel.tick`
+on every open tunnel a few times a second (one sweep for all of them, see
+``Gateway._sweep_loop``). While connecting, ``tick`` enforces the connect deadline; once joined,
+it compares the byte counters with the previous look, and a tunnel whose counters did not move
+for ``idle`` seconds is aborted. Counters are read, never written, by the sweep, so the hot path
+stays one ``write`` and one addition; and a connection costs no timer creation or cancellation
+(two libuv handles per connection before), which matters at thousands of connections a second.
 
 The tunnel calls ``on_finished(tunnel)`` once, when both sides are gone; the gateway writes the
 access-log line and updates the metrics there.
@@ -31,6 +35,7 @@ access-log line and updates the metrics there.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 
@@ -101,8 +106,9 @@ class Tunnel:
     """
 
     __slots__ = ("record", "rule_key", "client", "upstream", "_idle", "_high", "_low", "_on_finished",
-                 "_timer", "_last_count", "_last_change", "_finished", "_t0", "_counted_up",
-                 "_counted_down", "task", "on_progress", "held_back", "__weakref__")
+                 "_deadline", "_connect_timeout", "_watching", "_last_count", "_last_change",
+                 "_finished", "_t0", "_counted_up", "_counted_down", "task", "on_progress", "held_back",
+                 "__weakref__")
 
     def __init__(self, record: AccessRecord, rule_key: object, *, idle_timeout: float | None,
                  high_water: int, low_water: int, on_finished: Callable[[Tunnel], None]) -> None:
@@ -116,7 +122,9 @@ class Tunnel:
         self._high = high_water
         self._low = low_water
         self._on_finished = on_finished
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = math.inf  # the connect deadline (loop time), while connecting
+        self._connect_timeout = 0.0
+        self._watching = False  # joined: the sweep watches for silence
         self._last_count = -1
         self._last_change = 0.0
         self._finished = False
@@ -129,29 +137,44 @@ class Tunnel:
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def start_connect_timer(self, loop: asyncio.AbstractEventLoop, timeout: float | None) -> None:
+    def start_connect_timer(self, now: float, timeout: float | None) -> None:
         """Abort (``connect-timeout``) unless :meth:`join` happens within ``timeout`` seconds.
 
-        One timer handle serves both phases (connect, then idle): cheaper than a timeout context
-        per connection, which matters when clients connect thousands of times a second.
+        ``now`` is the loop's time; the deadline is enforced by :meth:`tick`.
         """
         if timeout is not None:
-            self._timer = loop.call_later(timeout, self._connect_expired, timeout)
+            self._deadline = now + timeout
+            self._connect_timeout = timeout
 
-    def _connect_expired(self, timeout: float) -> None:
-        self._timer = None
-        if not self._finished and self.client.out is None:
-            self.abort(End.CONNECT_TIMEOUT,
-                       f"connecting to {self.record.dest}: no answer within {timeout:g}s")
-
-    def start_idle_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Begin watching for silence (call once joined; replaces the connect timer)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def start_idle_timer(self, now: float) -> None:
+        """Begin watching for silence (call once joined; ends the connect deadline)."""
+        self._deadline = math.inf
         if self._idle is not None:
-            self._last_change = loop.time()
-            self._timer = loop.call_later(self._idle / 4, self._idle_check, loop)
+            self._watching = True
+            self._last_change = now
+
+    def tick(self, now: float) -> None:
+        """The gateway's periodic sweep: enforce the connect deadline, then the idle timeout.
+
+        Precision is the sweep's period (at most a quarter of the shortest timeout).
+        """
+        if self._finished:
+            return
+        if now >= self._deadline:
+            self._deadline = math.inf
+            if self.client.out is None:
+                self.abort(End.CONNECT_TIMEOUT, f"connecting to {self.record.dest}: "
+                                                f"no answer within {self._connect_timeout:g}s")
+            return
+        if not self._watching:
+            return
+        count = self.client.nbytes + self.upstream.nbytes + self.client.wakes + self.upstream.wakes
+        if count != self._last_count:
+            self._last_count = count
+            self._last_change = now
+            self.report_progress()
+        elif self._idle is not None and now - self._last_change >= self._idle:
+            self.abort(End.IDLE_TIMEOUT, f"no data in either direction for {self._idle:g}s")
 
     def attach_client(self, transport: asyncio.Transport) -> None:
         """Adopt an accepted client transport whose protocol was something else until now."""
@@ -249,21 +272,6 @@ class Tunnel:
                 (self.upstream.transport is None or self.upstream.lost):
             self.finish()
 
-    def _idle_check(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if self._finished or self._idle is None:
-            return
-        count = self.client.nbytes + self.upstream.nbytes + self.client.wakes + self.upstream.wakes
-        now = loop.time()
-        if count != self._last_count:
-            self._last_count = count
-            self._last_change = now
-            self.report_progress()
-        elif now - self._last_change >= self._idle:
-            self.abort(End.IDLE_TIMEOUT, f"no data in either direction for {self._idle:g}s")
-            return
-        self._timer = loop.call_later(self._idle / 4, self._idle_check, loop)
-
     def report_progress(self) -> None:
         """Hand the bytes moved since the last report to ``on_progress`` (metrics)."""
         up, down = self.client.nbytes, self.upstream.nbytes
@@ -284,9 +292,7 @@ class Tunnel:
         if self._finished:
             return
         self._finished = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._watching = False
         self.record.up = self.client.nbytes
         self.record.down = self.upstream.nbytes
         self.record.duration = time.monotonic() - self._t0

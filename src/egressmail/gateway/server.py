@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from egressmail.gateway.accesslog import AccessLog, AccessRecord, End, Via
-from egressmail.gateway.dial import AddressChecks, DialFailure, dial
+from egressmail.gateway.dial import (
+    AddressChecks,
+    DialFailure,
+    FixedTarget,
+    connect_fixed,
+    dial,
+    plan_fixed,
+)
 from egressmail.gateway.errors import BadProxyRequest, GatewayBindError
 from egressmail.gateway.httphead import (
     CONNECT_ESTABLISHED,
@@ -76,6 +83,15 @@ class _Listener:
     forward: PortForward
     server: asyncio.Server
     port: int
+    label: str = ""  # rule_label(forward), computed once per rule rather than per connection
+
+    def __post_init__(self) -> None:
+        self.label = rule_label(self.forward)
+
+
+_Plan = tuple[Allowed, FixedTarget | DialFailure | None] | Refused
+"""A port-forward rule's routing decision and, when its destination needs no resolution, where it
+connects (both pure functions of the egress map: computed once per rule and map)."""
 
 
 class _ForwardAccept(asyncio.Protocol):
@@ -212,7 +228,7 @@ class Gateway:
         self._poll_interval = poll_interval
         # Both pure functions of the map: memoised per map, rebuilt on every change.
         self._checks = AddressChecks(self._egress)
-        self._decisions: dict[int, Allowed | Refused] = {}
+        self._plans: dict[int, _Plan] = {}
         self._listeners: dict[int, _Listener] = {}
         self._proxy_server: asyncio.Server | None = None
         self._proxy_port: int | None = None
@@ -277,6 +293,7 @@ class Gateway:
             await self.aclose(drain_timeout=0)
             raise
         self._spawn(self._flush_loop())
+        self._spawn(self._sweep_loop())
         if self._poll_interval is not None:
             self._spawn(self._watch(self._poll_interval))
 
@@ -364,7 +381,7 @@ class Gateway:
             # on a listener that is about to close (they are refused as undeclared).
             self._egress = egress
             self._checks = AddressChecks(egress)
-            self._decisions = {}
+            self._plans = {}
             self.metrics.generation = egress.generation
             wanted = {f.port_orig: f for f in egress.port_forwards}
             for port_orig in [p for p in self._listeners if p not in wanted]:
@@ -378,6 +395,7 @@ class Gateway:
                     if existing.forward != forward:
                         log.info("rule on %s now forwards to %s", port_orig, rule_label(forward))
                     existing.forward = forward
+                    existing.label = rule_label(forward)
                     continue
                 placeholder = _Listener(forward=forward, server=None, port=0)  # type: ignore[arg-type]
                 try:
@@ -414,6 +432,21 @@ class Gateway:
             await asyncio.sleep(1.0)
             if self.access_log is not None:
                 self.access_log.flush()
+
+    def _sweep_period(self) -> float:
+        # A quarter of the shortest timeout the sweep enforces, between 50 ms and 1 s.
+        timeouts = [t for t in (self.options.timeouts.connect, self.options.timeouts.idle) if t is not None]
+        return min(1.0, max(0.05, min(timeouts, default=4.0) / 4))
+
+    async def _sweep_loop(self) -> None:
+        """Connect deadlines and idle cuts for every tunnel, in one periodic pass (see relay.py)."""
+        loop = asyncio.get_running_loop()
+        period = self._sweep_period()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for tunnel in list(self._tunnels):
+                tunnel.tick(now)
 
     # -- admission ----------------------------------------------------------------------------
 
@@ -474,41 +507,60 @@ class Gateway:
 
     # -- port forwards ------------------------------------------------------------------------
 
+    def _plan(self, port_orig: int) -> _Plan:
+        plan = self._plans.get(port_orig)
+        if plan is None:
+            decision = decide(self._egress, way_in=WayIn.PORT_FORWARD, listen_port=port_orig)
+            if isinstance(decision, Refused):
+                plan = decision
+            else:
+                plan = (decision, plan_fixed(self._checks, host=decision.host, port=decision.port,
+                                             rule=decision.rule, pins=self.options.connect_to,
+                                             local_address=self._local_address(decision)))
+            self._plans[port_orig] = plan
+        return plan
+
+    def _local_address(self, decision: Allowed) -> str | None:
+        return self.options.egress_address if decision.egress == "dedicated" else None
+
     def _accept_forward(self, listener: _Listener, transport: asyncio.Transport) -> None:
         # Reading is not paused while connecting: early bytes are held by the tunnel (bounded),
         # which saves two epoll changes per connection.
         forward = listener.forward
-        record = AccessRecord(via=Via.PORT_FORWARD, rule=rule_label(forward),
+        port_orig = forward.port_orig
+        record = AccessRecord(via=Via.PORT_FORWARD, rule=listener.label,
                               client=_format_peer(transport.get_extra_info("peername")),
-                              listen_port=forward.port_orig, started=time.time(),
-                              dest=f"{forward.name}:{forward.port_dest}")
-        refusal = self._admit(forward.port_orig)
+                              listen_port=port_orig, started=time.time(), dest=listener.label)
+        refusal = self._admit(port_orig)
         if refusal is not None:
             self._refuse_early(record, transport, *refusal)
             return
-        decision = self._decisions.get(forward.port_orig)
-        if decision is None:
-            decision = self._decisions[forward.port_orig] = decide(
-                self._egress, way_in=WayIn.PORT_FORWARD, listen_port=forward.port_orig)
-        if isinstance(decision, Refused):
-            self._refuse_early(record, transport, decision.code, decision.reason)
+        plan = self._plan(port_orig)
+        if isinstance(plan, Refused):
+            self._refuse_early(record, transport, plan.code, plan.reason)
             return
-        tunnel = self._new_tunnel(record, forward.port_orig, transport)
+        tunnel = self._new_tunnel(record, port_orig, transport)
         tunnel.attach_client(transport)
         loop = self._loop
         assert loop is not None  # noqa: S101
-        tunnel.start_connect_timer(loop, self.options.timeouts.connect)
-        tunnel.task = loop.create_task(self._connect_forward(tunnel, decision))
+        tunnel.start_connect_timer(loop.time(), self.options.timeouts.connect)
+        tunnel.task = loop.create_task(self._connect_forward(tunnel, *plan))
 
-    async def _dial(self, tunnel: Tunnel, decision: Allowed, *, own_timeout: bool) -> DialFailure | None:
+    async def _dial(self, tunnel: Tunnel, decision: Allowed, *, own_timeout: bool,
+                    fixed: FixedTarget | DialFailure | None = None) -> DialFailure | None:
         record = tunnel.record
-        local = self.options.egress_address if decision.egress == "dedicated" else None
         record.egress = "vpn" if decision.via_vpn else decision.egress
         assert self._loop is not None  # noqa: S101
-        result = await dial(self._loop, tunnel.upstream, checks=self._checks, host=decision.host,
-                            port=decision.port, rule=decision.rule, pins=self.options.connect_to,
-                            local_address=local,
-                            connect_timeout=self.options.timeouts.connect if own_timeout else None)
+        if isinstance(fixed, FixedTarget):  # planned: nothing to resolve or check
+            result: tuple[asyncio.Transport, str] | DialFailure = await connect_fixed(
+                self._loop, tunnel.upstream, fixed)
+        elif fixed is not None:
+            result = fixed
+        else:
+            result = await dial(self._loop, tunnel.upstream, checks=self._checks, host=decision.host,
+                                port=decision.port, rule=decision.rule, pins=self.options.connect_to,
+                                local_address=self._local_address(decision),
+                                connect_timeout=self.options.timeouts.connect if own_timeout else None)
         if isinstance(result, DialFailure):
             if result.end is End.REFUSED:
                 self.metrics.refuse(result.code)
@@ -518,8 +570,10 @@ class Gateway:
         record.addr = result[1]
         return None
 
-    async def _connect_forward(self, tunnel: Tunnel, decision: Allowed) -> None:
-        failure = await self._dial(tunnel, decision, own_timeout=False)  # the tunnel's timer bounds it
+    async def _connect_forward(self, tunnel: Tunnel, decision: Allowed,
+                               fixed: FixedTarget | DialFailure | None) -> None:
+        # The tunnel's connect deadline bounds this (the gateway's sweep enforces it).
+        failure = await self._dial(tunnel, decision, own_timeout=False, fixed=fixed)
         tunnel.task = None
         if failure is not None:
             tunnel.abort(failure.end, failure.reason)
@@ -530,7 +584,7 @@ class Gateway:
             return
         tunnel.join()
         assert self._loop is not None  # noqa: S101
-        tunnel.start_idle_timer(self._loop)
+        tunnel.start_idle_timer(self._loop.time())
 
     # -- HTTP proxy ---------------------------------------------------------------------------
 
@@ -595,4 +649,4 @@ class Gateway:
             upstream.write(request.forward_head + rest)
         tunnel.join()
         assert self._loop is not None  # noqa: S101
-        tunnel.start_idle_timer(self._loop)
+        tunnel.start_idle_timer(self._loop.time())

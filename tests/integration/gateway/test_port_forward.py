@@ -222,3 +222,30 @@ async def test_metrics_count_connections_and_bytes(backends, run_gateway):
     assert f'egressmail_gateway_bytes_total{{direction="up",{rule}}} 15.0' in text
     assert f'egressmail_gateway_bytes_total{{direction="down",{rule}}} 15.0' in text
     assert "egressmail_gateway_rules 1.0" in text
+
+
+async def test_destination_that_never_answers_is_cut_at_connect_timeout(run_gateway):
+    # A listener whose accept queue is full drops further SYNs: connecting to it hangs.
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        fillers = []
+        for _ in range(8):  # fill the queue (its size depends on the kernel); stop once one hangs
+            s = socket.socket()
+            s.setblocking(False)
+            fillers.append(s)
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        try:
+            run = await run_gateway(egress_map((NAME, 465, 30465)),
+                                    options(f"{NAME}:465=127.0.0.1:{port}", connect=0.3))
+            reader, writer = await open_client(run.port(30465))
+            writer.write(b"EHLO early\r\n")  # held while connecting, dropped with the tunnel
+            assert await read_all(reader, 5) == b""
+            (line,) = await run.log_lines(1)
+        finally:
+            for s in fillers:
+                s.close()
+    assert "end=connect-timeout" in line and "no answer within 0.3s" in line
+    assert "addr=- " in line
