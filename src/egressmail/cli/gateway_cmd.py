@@ -6,14 +6,17 @@ egress map.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import sys
+from typing import Any
 
 import click
 
 from egressmail.cli.context import AppContext, pass_app
 from egressmail.gateway.accesslog import AccessLog
-from egressmail.gateway.daemon import run_in_loop, serve
+from egressmail.gateway.daemon import ready_lines, ready_report, run_in_loop, serve
 from egressmail.gateway.errors import InvalidGatewayOption
 from egressmail.gateway.metrics import parse_host_port
 from egressmail.gateway.options import (
@@ -28,7 +31,8 @@ from egressmail.gateway.options import (
     Timeouts,
     parse_connect_to,
 )
-from egressmail.gateway.server import Gateway, rule_label
+from egressmail.gateway.server import Gateway
+from egressmail.gateway.workers import CONTROL_FD_ENV, Supervisor, parse_workers
 from egressmail.networking.store import load_egress_map
 
 
@@ -90,18 +94,28 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
               help="Seconds between checks of the store for rule changes (SIGHUP checks at once).")
 @click.option("--drain-timeout", type=float, default=10.0, show_default=True,
               help="On SIGTERM, seconds to let open connections finish before cutting them.")
+@click.option("--workers", "workers_text", metavar="N|auto", default="1", show_default=True,
+              help="Gateway processes sharing every port with SO_REUSEPORT (Linux): the kernel "
+                   "spreads connections over them. 'auto' = one per CPU. Limits such as "
+                   "--max-connections apply per worker.")
 @pass_app
-def run(app: AppContext, program: str, environment: str, listen: str, http_proxy_port: int,
-        no_http_proxy: bool, connect_to: tuple[str, ...], egress_address: str | None, metrics: str | None,
-        access_log: str | None, access_log_format: str, connect_timeout: float, idle_timeout: float,
-        request_timeout: float, max_connections: int, max_connections_per_rule: int | None,
-        port_offset: int, ephemeral_ports: bool, poll_interval: float, drain_timeout: float) -> None:
+@click.pass_context
+def run(ctx: click.Context, app: AppContext, program: str, environment: str, listen: str,
+        http_proxy_port: int, no_http_proxy: bool, connect_to: tuple[str, ...], egress_address: str | None,
+        metrics: str | None, access_log: str | None, access_log_format: str, connect_timeout: float,
+        idle_timeout: float, request_timeout: float, max_connections: int,
+        max_connections_per_rule: int | None, port_offset: int, ephemeral_ports: bool,
+        poll_interval: float, drain_timeout: float, workers_text: str) -> None:
     """Run the egress gateway of PROGRAM's ENVIRONMENT until SIGTERM.
 
     Listens on every port forward's portOrig (nothing else), plus the HTTP proxy port. Rule
     changes in the store apply within --poll-interval (or at once on SIGHUP) without dropping
     established connections. SIGTERM stops listening, drains and exits 0. Diagnostics go to
     stderr; the line "gateway ready" says it is serving.
+
+    With --workers N, N processes serve the same ports (each polls the store and drains on
+    SIGTERM; the parent forwards SIGHUP/SIGTERM, restarts a worker that dies, sums the metrics;
+    access-log lines carry worker=PID).
 
     \b
     Examples:
@@ -110,7 +124,11 @@ def run(app: AppContext, program: str, environment: str, listen: str, http_proxy
           --access-log - --metrics 127.0.0.1:9464
       egressmail gateway run 1001 2002 --egress-address 127.0.0.2 --access-log gw.log \\
           --access-log-format json
+      egressmail gateway run 1001 2002 --workers auto --access-log gw.log
     """
+    workers = parse_workers(workers_text)
+    control_text = os.environ.get(CONTROL_FD_ENV)
+    control_fd = int(control_text) if control_text and control_text.isdigit() else None
     pins = tuple(parse_connect_to(text) for text in connect_to)
     metrics_address = parse_host_port(metrics, "--metrics") if metrics is not None else None
     try:
@@ -119,39 +137,71 @@ def run(app: AppContext, program: str, environment: str, listen: str, http_proxy
             connect_to=pins, egress_address=egress_address, port_offset=port_offset,
             ephemeral_ports=ephemeral_ports,
             timeouts=Timeouts(connect=connect_timeout, idle=idle_timeout, request=request_timeout),
-            limits=Limits(max_connections=max_connections, max_connections_per_rule=max_connections_per_rule))
+            limits=Limits(max_connections=max_connections, max_connections_per_rule=max_connections_per_rule),
+            reuse_port=control_fd is not None)
     except ValueError as exc:
         raise InvalidGatewayOption(str(exc)) from exc
     db = app.database()
     load_egress_map(db, program, environment)  # fail fast on malformed ids or an unreadable store
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="egressmail gateway: %(message)s")
+    say = logging.getLogger("egressmail.gateway").info
+    if workers > 1 and control_fd is None:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="egressmail gateway: %(message)s")
+
+        def all_ready(report: dict[str, Any], metrics_port: int | None) -> None:
+            for line in ready_lines(report, listen, metrics_address, metrics_port, workers):
+                say("%s", line)
+
+        supervisor = Supervisor(_worker_argv(ctx, app), workers, listen_host=listen,
+                                metrics_address=metrics_address, on_ready=all_ready)
+        code = asyncio.run(supervisor.run())
+        say("stopped")
+        sys.exit(code)
+
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="egressmail gateway: %(message)s" if control_fd is None
+                        else "egressmail gateway[%(process)d]: %(message)s")
     log = None
     if access_log is not None:
         try:
-            log = AccessLog.open(access_log, json_lines=access_log_format == "json")
+            log = AccessLog.open(access_log, json_lines=access_log_format == "json",
+                                 worker=os.getpid() if control_fd is not None else None)
         except OSError as exc:
             raise InvalidGatewayOption(f"--access-log {access_log}: cannot open: {exc.strerror or exc}",
                                        hint="give a writable file, or '-' for stdout") from exc
 
     def ready(gw: Gateway, metrics_port: int | None) -> None:
-        egress = gw.egress_map
-        say = logging.getLogger("egressmail.gateway").info
-        if not egress.is_enabled:
-            say("%s/%s has no advanced networking enabled: no port forwards (HTTP proxy: 80/443 only)",
-                egress.program, egress.environment)
-        for port_orig, port in sorted(gw.listening_ports.items()):
-            forward = egress.forward_for(port_orig)
-            say("port forward %s → %s on %s:%s", port_orig, rule_label(forward) if forward else "?",
-                listen, port)
-        if gw.http_proxy_port is not None:
-            say("http proxy on %s:%s", listen, gw.http_proxy_port)
-        if metrics_port is not None and metrics_address is not None:
-            say("metrics on http://%s:%s/metrics", metrics_address[0], metrics_port)
-        say("gateway ready (generation %s)", egress.generation)
+        if control_fd is None:  # a worker's parent prints these for all of them
+            for line in ready_lines(ready_report(gw), listen, metrics_address, metrics_port):
+                say("%s", line)
 
     run_in_loop(serve(lambda: load_egress_map(db, program, environment), options, access_log=log,
-                      metrics_address=metrics_address, poll_interval=poll_interval,
-                      drain_timeout=drain_timeout, on_ready=ready))
+                      metrics_address=None if control_fd is not None else metrics_address,
+                      poll_interval=poll_interval, drain_timeout=drain_timeout, on_ready=ready,
+                      control_fd=control_fd))
+
+
+def _worker_argv(ctx: click.Context, app: AppContext) -> list[str]:
+    """A worker's command line: this command with the same options, minus --workers and --metrics
+    (the parent serves the summed metrics)."""
+    argv = [sys.executable, "-m", "egressmail", "--home", str(app.home), "gateway", "run"]
+    options: list[str] = []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            argv.append(str(value))
+            continue
+        if not isinstance(param, click.Option) or param.name in ("workers_text", "metrics") or value is None:
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            if value:
+                options.append(flag)
+        elif param.multiple:
+            for item in value:
+                options += [flag, str(item)]
+        else:
+            options += [flag, str(value)]
+    return argv + options
 
 
 @gateway.command("env")

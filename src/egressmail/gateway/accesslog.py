@@ -10,13 +10,18 @@ A text line reads::
 address and port in its session id, so the two logs can be joined without touching the byte
 stream. ``up`` counts bytes from the client towards the destination, ``down`` the other way.
 ``end`` says how the connection ended (:class:`End`); ``reason`` explains refusals and errors.
-The JSON format has the same fields, one object per line.
+The JSON format has the same fields, one object per line. With ``gateway run --workers N`` every
+line ends with ``worker=PID`` (the process that served the connection), and the workers append to
+the same file: each flush is whole lines in ``write`` calls on an ``O_APPEND`` descriptor, so
+lines from different workers never interleave (:class:`AppendFile`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -112,6 +117,61 @@ def format_json(record: AccessRecord) -> str:
     return json.dumps(record.as_dict(), separators=(",", ":"))
 
 
+PIPE_BUF = 4096
+"""POSIX: a write of at most this many bytes to a pipe is never interleaved with another's."""
+
+
+class AppendFile:
+    """A text sink writing whole batches of lines with ``os.write`` on a raw descriptor.
+
+    Several processes can share one log: on a regular file opened ``O_APPEND`` each ``write`` lands
+    whole at the end; on a pipe or terminal (``-``) writes are cut at line ends into pieces of at
+    most :data:`PIPE_BUF` bytes, which POSIX keeps whole too.
+
+    Args:
+        fd: an open descriptor (closed by :meth:`close` only when ``owns_fd``).
+    """
+
+    def __init__(self, fd: int, *, owns_fd: bool) -> None:
+        self._fd = fd
+        self._owns = owns_fd
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        self._chunk = 1 << 20 if regular else PIPE_BUF
+
+    @classmethod
+    def open(cls, path: str) -> AppendFile:
+        """Open (create) ``path`` for appending.
+
+        Raises:
+            OSError: it cannot be opened.
+        """
+        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640), owns_fd=True)
+
+    def write(self, text: str) -> int:
+        """Write ``text`` (whole lines) now; returns its length."""
+        data = text.encode("utf-8")
+        start = 0
+        while start < len(data):
+            end = len(data)
+            if end - start > self._chunk:  # cut after the last newline that fits
+                cut = data.rfind(b"\n", start, start + self._chunk)
+                end = cut + 1 if cut >= start else data.find(b"\n", start) + 1 or len(data)
+            view = memoryview(data)[start:end]
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            start = end
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered here."""
+
+    def close(self) -> None:
+        """Close the descriptor if this object opened it."""
+        if self._owns:
+            os.close(self._fd)
+
+
 class AccessLog:
     """Writes records to a file or stdout, buffered; :meth:`flush` pushes them out.
 
@@ -121,29 +181,42 @@ class AccessLog:
     Args:
         stream: an open text stream (the gateway does not close it unless ``owns_stream``).
         json_lines: write JSON objects instead of ``key=value`` lines.
+        worker: add ``worker=WORKER`` to every line (the serving process with ``--workers N``).
     """
 
-    def __init__(self, stream: IO[str], *, json_lines: bool = False, owns_stream: bool = False) -> None:
+    def __init__(self, stream: IO[str] | AppendFile, *, json_lines: bool = False,
+                 owns_stream: bool = False, worker: int | None = None) -> None:
         self._stream = stream
+        self._json = json_lines
         self._format = format_json if json_lines else format_text
         self._owns = owns_stream
         self._pending: list[str] = []
+        self._worker = worker
+        self._suffix = f" worker={worker}" if worker is not None else ""
 
     @classmethod
-    def open(cls, target: str, *, json_lines: bool = False) -> AccessLog:
-        """``-`` for stdout, else a file opened for appending.
+    def open(cls, target: str, *, json_lines: bool = False, worker: int | None = None) -> AccessLog:
+        """``-`` for stdout, else a file opened for appending (safe to share between processes).
 
         Raises:
             OSError: the file cannot be opened.
         """
         if target == "-":
-            return cls(sys.stdout, json_lines=json_lines)
-        return cls(open(target, "a", encoding="utf-8"), json_lines=json_lines,  # noqa: SIM115
-                   owns_stream=True)
+            sys.stdout.flush()
+            return cls(AppendFile(sys.stdout.fileno(), owns_fd=False), json_lines=json_lines,
+                       worker=worker)
+        return cls(AppendFile.open(target), json_lines=json_lines, owns_stream=True, worker=worker)
 
     def write(self, record: AccessRecord) -> None:
         """Queue one record's line."""
-        self._pending.append(self._format(record))
+        if self._worker is None:
+            self._pending.append(self._format(record))
+        elif self._json:
+            data = record.as_dict()
+            data["worker"] = self._worker
+            self._pending.append(json.dumps(data, separators=(",", ":")))
+        else:
+            self._pending.append(self._format(record) + self._suffix)
         if len(self._pending) >= 512:
             self.flush()
 

@@ -190,6 +190,9 @@ class GatewayOptions:
         ephemeral_ports: each port-forward listener binds a free port instead (tests; see
             :attr:`Gateway.listening_ports` for the mapping).
         timeouts / limits: see :class:`Timeouts` and :class:`Limits`.
+        reuse_port: bind every listener with ``SO_REUSEPORT`` so several processes share its
+            port and the kernel spreads connections over them (``gateway run --workers N``;
+            Linux). Off by default: a second gateway on the same ports is then an error.
     """
 
     listen_host: str = DEFAULT_LISTEN_HOST
@@ -200,6 +203,7 @@ class GatewayOptions:
     ephemeral_ports: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if self.http_proxy_port is not None and not 0 <= self.http_proxy_port <= 65535:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,10 @@ log = logging.getLogger("egressmail.gateway")
 
 EgressMapProvider = Callable[[], EgressMap]
 """Returns the egress map in force now (the CLI reads the store; tests return a fixed map)."""
+
+PortBroker = Callable[[str], Awaitable[int]]
+"""Given a listener's key (``forward:<portOrig>`` or ``proxy``) whose port is 0, returns the port
+to bind instead: how the workers of ``gateway run --workers N`` agree on ephemeral ports."""
 
 HTTP_PROXY_RULE = "http-proxy"
 OVER_TOTAL_LIMIT = "over-connection-limit"
@@ -200,6 +204,8 @@ class Gateway:
         metrics: the metrics to update (a fresh registry if ``None``).
         poll_interval: re-read the provider this often and reload when the map changed
             (``None`` = only on :meth:`reload`).
+        port_broker: where a listener that would bind port 0 gets its port (``None`` = the
+            kernel picks one); see :data:`PortBroker`.
 
     Example::
 
@@ -213,7 +219,7 @@ class Gateway:
 
     def __init__(self, egress_map: EgressMap | EgressMapProvider, options: GatewayOptions | None = None,
                  *, access_log: AccessLog | None = None, metrics: GatewayMetrics | None = None,
-                 poll_interval: float | None = None) -> None:
+                 poll_interval: float | None = None, port_broker: PortBroker | None = None) -> None:
         if isinstance(egress_map, EgressMap):
             fixed = egress_map
             self._provider: EgressMapProvider = lambda: fixed
@@ -226,6 +232,7 @@ class Gateway:
         self.metrics = metrics if metrics is not None else GatewayMetrics()
         self.metrics.bind_buffered(lambda: float(self.buffered_bytes()))
         self._poll_interval = poll_interval
+        self._port_broker = port_broker
         # Both pure functions of the map: memoised per map, rebuilt on every change.
         self._checks = AddressChecks(self._egress)
         self._plans: dict[int, _Plan] = {}
@@ -286,7 +293,7 @@ class Gateway:
         try:
             if self.options.http_proxy_port is not None:
                 self._proxy_server = await self._bind(lambda: _ProxyHead(self), self.options.http_proxy_port,
-                                                      what="the HTTP proxy")
+                                                      what="the HTTP proxy", key="proxy")
                 self._proxy_port = self._proxy_server.sockets[0].getsockname()[1]
             await self._apply(egress, strict=True)
         except BaseException:
@@ -360,11 +367,15 @@ class Gateway:
 
     # -- listeners ----------------------------------------------------------------------------
 
-    async def _bind(self, factory: Callable[[], asyncio.Protocol], port: int, *, what: str) -> asyncio.Server:
+    async def _bind(self, factory: Callable[[], asyncio.Protocol], port: int, *, what: str,
+                    key: str) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         host = self.options.listen_host
         try:
+            if port == 0 and self._port_broker is not None:
+                port = await self._port_broker(key)
             return await loop.create_server(factory, host, port, reuse_address=True,
+                                            reuse_port=self.options.reuse_port or None,
                                             backlog=LISTEN_BACKLOG)
         except OSError as exc:
             self.metrics.error("bind")
@@ -401,7 +412,8 @@ class Gateway:
                 try:
                     server = await self._bind(lambda lst=placeholder: _ForwardAccept(self, lst),  # type: ignore[misc]
                                               self.options.listen_port_for(port_orig),
-                                              what=f"port forward {port_orig} → {rule_label(forward)}")
+                                              what=f"port forward {port_orig} → {rule_label(forward)}",
+                                              key=f"forward:{port_orig}")
                 except GatewayBindError as exc:
                     if strict:
                         raise

@@ -25,7 +25,7 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item,
                                    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every gateway test runs on asyncio's loop and on uvloop (what `gateway run` uses)."""
     factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {"asyncio": asyncio.new_event_loop}
-    if item.path.name == "test_cli.py":  # the gateway runs in a subprocess there: once is enough
+    if item.path.name in ("test_cli.py", "test_workers.py"):  # a gateway subprocess: once is enough
         return factories
     try:
         import uvloop
