@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 DOC = ROOT / "docs" / "benchmarks.md"
 KINDS = ("greet", "sink", "echo")
-FORWARDERS = ("direct", "egressmail", "haproxy", "socat")
+FORWARDERS = ("direct", "egressmail", "egressmail-w2", "haproxy", "socat")
+ANALYSIS = "<!-- gateway analysis: kept by bench/run-gateway -->"
 
 
 def free_port() -> int:
@@ -82,12 +83,14 @@ class Forwarder:
                 proc.wait()
 
 
-def start_egressmail(backends: dict[str, int], workdir: Path) -> Forwarder:
+def start_egressmail(backends: dict[str, int], workdir: Path, workers: int = 1) -> Forwarder:
     sys.path.insert(0, str(ROOT / "src"))
     from egressmail.networking.store import NetworkStore
     from egressmail.storage.home import resolve_home
     from egressmail.storage.sqlite import Database
 
+    workdir = workdir / f"egressmail-w{workers}"
+    workdir.mkdir()
     home = workdir / "home"
     store = NetworkStore(Database(resolve_home(str(home))))
     store.create_infrastructure("1001", "flexiblePortEgress")
@@ -95,14 +98,14 @@ def start_egressmail(backends: dict[str, int], workdir: Path) -> Forwarder:
     store.enable("1001", "2002", {"portForwards": [
         {"name": f"{k}.bench.test", "portDest": d, "portOrig": o} for k, (d, o) in rules.items()]})
     args = [sys.executable, "-m", "egressmail", "gateway", "run", "1001", "2002", "--ephemeral-ports",
-            "--no-http-proxy", "--access-log", str(workdir / "access.log")]
+            "--no-http-proxy", "--access-log", str(workdir / "access.log"), "--workers", str(workers)]
     for k, (d, _) in rules.items():
         args += ["--connect-to", f"{k}.bench.test:{d}=127.0.0.1:{backends[k]}"]
     errfile = workdir / "egressmail.err"
     with errfile.open("wb") as err:
         proc = subprocess.Popen(args, env=dict(os.environ, EGRESSMAIL_HOME=str(home)),
                                 stdout=subprocess.DEVNULL, stderr=err)
-    fwd = Forwarder("egressmail", {}, [proc])
+    fwd = Forwarder("egressmail" if workers == 1 else f"egressmail-w{workers}", {}, [proc])
     deadline = time.monotonic() + 30
     while "gateway ready" not in (text := errfile.read_text()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -240,13 +243,16 @@ def machine() -> str:
     load = os.getloadavg()
     return (f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"Python {platform.python_version()} with {loop}; {haproxy}; {socat}; "
-            f"load average at start {load[0]:.2f}")
+            f"load average (1 min) at start {load[0]:.2f}")
 
 
 def write_doc(section: str) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n"
     pattern = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
+    if (old := pattern.search(text)) is not None:
+        kept = old.group(0).partition(ANALYSIS)  # the hand-written analysis survives a re-run
+        if kept[1]:
+            section = section.rstrip("\n") + "\n\n" + kept[1] + kept[2].rstrip("\n") + "\n\n"
         text = pattern.sub(lambda _: section, text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
@@ -277,6 +283,7 @@ def main() -> int:
         starters: dict[str, Callable[[], Forwarder]] = {
             "direct": lambda: Forwarder("direct", dict(backends)),
             "egressmail": lambda: start_egressmail(backends, workdir),
+            "egressmail-w2": lambda: start_egressmail(backends, workdir, workers=2),
             "haproxy": lambda: start_haproxy(backends, workdir),
             "socat": lambda: start_socat(backends),
         }
@@ -294,7 +301,8 @@ def main() -> int:
             fwd.stop()
         backend.terminate()
         backend.wait()
-    failures = {f: sum(results.samples[(f, "churn_failures")]) for f in FORWARDERS}
+    failures = {f: int(sum(results.samples[(f, "churn_failures")])) for f in FORWARDERS}
+    load_end = os.getloadavg()[0]
     body = table(results)
     command = "bench/run-gateway " + " ".join(sys.argv[1:])
     section = (
@@ -302,16 +310,19 @@ def main() -> int:
         f"Measured {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} with `{command.strip()}` "
         f"({args.reps} interleaved rounds, medians; {args.seconds:g} s per bulk/churn run, "
         f"{args.pings} round trips per latency run; {time.monotonic() - started:.0f} s in all).\n\n"
-        f"Machine: {about}.\n\n"
+        f"Machine: {about}, at the end {load_end:.2f}.\n\n"
         f"{body}\n\n"
         "Ratios are to HAProxy (higher is better for throughput and churn, lower for added latency). "
         "Bulk: client → forwarder → sink, 256 KiB writes. Churn: 50 concurrent clients, each "
         "connect → 220 greeting → QUIT → 221 → close. Added latency: 64-byte round trips on one "
         "connection through the forwarder minus the direct round trip, measured alternately with "
         "a direct connection in the same run (the direct row shows the noise floor). egressmail runs "
-        "`egressmail gateway run` with its access log on; HAProxy 2 threads (its default on this "
-        "machine), no logging; socat forks a process per connection. Backends and load generators "
-        f"are bench/gateway/gwbench.c. Churn failures: {failures}.\n\n"
+        "`egressmail gateway run` with its access log on, as one process (`egressmail`) and as "
+        "`--workers 2` (`egressmail-w2`: two processes on SO_REUSEPORT listeners); HAProxy runs "
+        f"with its default thread count (one per CPU: {os.cpu_count()} here; no `nbthread` in the "
+        "config), no logging, the same backends and clients; socat forks a process per "
+        "connection. Backends and load generators are bench/gateway/gwbench.c (C, epoll and "
+        f"threads). Churn failures: {failures}.\n\n"
         "**Provisional:** the machine has 2 cores shared with other work while this ran, and the "
         "load generator, the backends and the forwarder share those cores; re-run on a quiet "
         "machine before quoting these numbers.\n"
