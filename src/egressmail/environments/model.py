@@ -148,12 +148,19 @@ def check_value(name: str, type_: VariableType, value: str) -> None:
     """Check a value's length for its type (the message gives lengths, never the value).
 
     Raises:
-        VariableRuleError: ``BLANK_VARIABLE_VALUE``, ``VALUE_TOO_LONG`` or ``SECRET_TOO_LONG``.
+        VariableRuleError: ``BLANK_VARIABLE_VALUE``, ``VALUE_TOO_LONG``, ``SECRET_TOO_LONG`` or
+            ``INVALID_VALUE`` (not Unicode text: a byte that is not UTF-8 arrives as a lone surrogate).
     """
     if value == "":
         raise VariableRuleError("BLANK_VARIABLE_VALUE",
                                 f"variable {name!r} has an empty value",
                                 hint="an empty value means delete: use the delete flag instead")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VariableRuleError("INVALID_VALUE",
+                                f"the value of variable {name!r} is not valid UTF-8 text",
+                                hint="check the terminal's or the file's encoding") from None
     if type_ is VariableType.SECRET and len(value) > SECRET_MAX_LENGTH:
         raise VariableRuleError("SECRET_TOO_LONG",
                                 f"the value of secret {name!r} has {len(value)} characters: a secret must "

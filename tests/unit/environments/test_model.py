@@ -114,3 +114,13 @@ def test_listing_masks_secrets() -> None:
     s = Variable("HOST", VariableType.STRING, "h", Service.PUBLISH)
     assert s.as_api_dict()["service"] == "publish"
     assert s.as_api_dict()["value"] == "h"
+
+
+@pytest.mark.parametrize("type_", list(VariableType))
+def test_value_with_a_lone_surrogate_is_refused_without_quoting_it(type_: VariableType) -> None:
+    # json.loads("\"\\ud800\"") and a non-UTF-8 command-line byte both give one; SQLite and the
+    # cipher would fail on it with a UnicodeEncodeError that is not ours.
+    with pytest.raises(VariableRuleError) as info:
+        check_value("EMAIL_PASSWORD", type_, "hunter2\ud800")
+    assert info.value.code == "INVALID_VALUE"
+    assert "hunter2" not in str(info.value)
