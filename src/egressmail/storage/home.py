@@ -8,6 +8,8 @@ from pathlib import Path
 
 import platformdirs
 
+from egressmail.errors import StoreError
+
 HOME_ENV_VAR = "EGRESSMAIL_HOME"
 
 
@@ -18,6 +20,9 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None,
     Args:
         explicit: a folder given on the command line (``--home``); wins over everything.
         environ: the process environment (defaults to ``os.environ``).
+
+    Raises:
+        StoreError: the folder cannot be created (a file is in the way, no permission, ...).
     """
     environ = os.environ if environ is None else environ
     if explicit is not None:
@@ -28,5 +33,10 @@ def resolve_home(explicit: str | os.PathLike[str] | None = None,
         home = Path(platformdirs.user_data_dir("egressmail", appauthor=False))
     home = home.expanduser()
     # The folder holds the store and the master key: nobody else may list or enter it.
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "it is not a folder" if isinstance(exc, FileExistsError) else exc.strerror
+        raise StoreError(f"cannot use {home} as the egressmail home folder: {why}",
+                         hint=f"give --home (or ${HOME_ENV_VAR}) a folder you can create and write") from None
     return home

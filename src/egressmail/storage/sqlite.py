@@ -89,6 +89,9 @@ class Database:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot open the egressmail database {self.path}: {exc}",
                              hint="check the file is an egressmail database and you own it") from exc
+        except OSError as exc:  # creating the folder or the file
+            raise StoreError(f"cannot create the egressmail database {self.path}: {exc.strerror}",
+                             hint="check the folder is writable and you own it") from exc
         return conn
 
     @contextmanager
