@@ -404,7 +404,7 @@ class EnvironmentStore:
                     hint=f"delete it first (-d {u.name}), then set it again")
             if u.type is VariableType.SECRET:
                 if ring is None:
-                    ring = self.keys.load_or_create()
+                    ring = self._sealing_ring(conn)
                 aad = crypto.associated_data(program, environment, u.service, u.name)
                 sealed = crypto.seal(ring.current_key, u.value, aad)
                 row: tuple[str | None, bytes | None, str | None] = (None, sealed, ring.current)
@@ -429,6 +429,27 @@ class EnvironmentStore:
             bump_generation(conn, program, environment)
         return BatchResult(set=tuple(done_set), deleted=tuple(done_deleted), not_found=tuple(not_found),
                            generation=generation(conn, program, environment))
+
+    def _sealing_ring(self, conn: sqlite3.Connection) -> KeyRing:
+        """The ring to seal with, provided it holds every key the stored secrets were sealed with:
+        sealing under another key (another ``$EGRESSMAIL_MASTER_KEY``, a lost key file recreated)
+        would split the store so that no single key reads it and rotation fails."""
+        used = {r[0] for r in conn.execute(
+            "SELECT DISTINCT key_id FROM env_variables WHERE key_id IS NOT NULL")}
+        ring = self.keys.load() if used else self.keys.load_or_create()
+        if ring is None:
+            raise MasterKeyError(
+                f"the store holds secrets but the master key {self.keys.describe()} does not exist",
+                hint="restore the key file the secrets were set with (a new key could not read them)")
+        missing = sorted(used - set(ring.keys))
+        if missing:
+            raise MasterKeyError(
+                f"the store holds secrets sealed with master key {', '.join(missing)}, which "
+                f"{self.keys.describe()} does not hold: sealing new ones with it would leave secrets "
+                "no single key can read",
+                hint="use the key file (or $EGRESSMAIL_MASTER_KEY) the secrets were set with, or delete "
+                     "those secrets first")
+        return ring
 
     def set(self, program: str, environment: str, name: str, value: str, *, secret: bool = False,
             service: Service | None = None) -> BatchResult:

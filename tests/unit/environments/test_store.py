@@ -322,3 +322,26 @@ def test_import_items(store: EnvironmentStore) -> None:
     assert result.batch.set == ("NEW",) and result.batch.deleted == ("OLD",)
     assert result.without_value == ("PASS",)
     assert store.secret_values("1001", "2002").secrets == {"PASS": SECRET}
+
+
+def test_a_second_key_never_seals_next_to_secrets_it_cannot_open(db: Database, store: EnvironmentStore,
+                                                                 tmp_path: Path) -> None:
+    # Sealing with another key would split the store: no single key could then read the
+    # environment, and rotation would fail on the rows it does not hold.
+    store.set("1001", "2002", "PASS", SECRET, secret=True)
+    other = EnvironmentStore(db, EnvironmentKey(base64.b64encode(b"k" * 32).decode()))
+    with pytest.raises(MasterKeyError, match="sealed with master key [0-9a-f]{16}") as info:
+        other.set("1001", "2003", "OTHER", "x2-" + SECRET, secret=True)
+    assert SECRET not in str(info.value) and info.value.exit_code == 2
+    assert other.generation("1001", "2003") == 0
+    other.set("1001", "2003", "PLAIN", "public")  # string variables need no key
+    # The key file lost: no new key is created beside the old secrets.
+    (tmp_path / "master.key").rename(tmp_path / "master.key.bak")
+    with pytest.raises(MasterKeyError, match="master.key"):
+        store.set("1001", "2002", "PASS2", SECRET, secret=True)
+    assert not (tmp_path / "master.key").exists()
+    (tmp_path / "master.key.bak").rename(tmp_path / "master.key")
+    store.set("1001", "2002", "PASS2", SECRET, secret=True)
+    assert store.secret_values("1001", "2002").secrets == {"PASS": SECRET, "PASS2": SECRET}
+    store.rotate_key()
+    assert store.secret_values("1001", "2002").secrets == {"PASS": SECRET, "PASS2": SECRET}
