@@ -201,7 +201,8 @@ def validate_envelope(envelope: Envelope) -> Envelope:
     """Check what the SMTP envelope needs and drop repeated recipients (keeping the first).
 
     Raises:
-        InvalidEnvelope: no recipient, an empty or multi-line address, no Message-ID, no bytes.
+        InvalidEnvelope: no recipient, an empty, multi-line or non-ASCII address, no Message-ID,
+            no bytes.
     """
     if not isinstance(envelope.data, bytes | bytearray | memoryview) or len(envelope.data) == 0:
         raise InvalidEnvelope(f"message {envelope.message_id!r} has no content to send",
@@ -214,11 +215,17 @@ def validate_envelope(envelope: Envelope) -> Envelope:
     if _has_line_break(envelope.sender):
         raise InvalidEnvelope(f"invalid sender {envelope.sender!r} in message "
                               f"{envelope.message_id!r}: line breaks are not allowed")
+    if not envelope.sender.isascii():
+        raise InvalidEnvelope(_NON_ASCII.format(what="sender", address=envelope.sender,
+                                                mid=envelope.message_id), hint=_NON_ASCII_HINT)
     seen: dict[str, None] = {}
     for rcpt in envelope.recipients:
         if not rcpt.strip() or _has_line_break(rcpt):
             raise InvalidEnvelope(f"invalid recipient {rcpt!r} in message {envelope.message_id!r}: "
                                   "it must be one non-empty address")
+        if not rcpt.isascii():
+            raise InvalidEnvelope(_NON_ASCII.format(what="recipient", address=rcpt,
+                                                    mid=envelope.message_id), hint=_NON_ASCII_HINT)
         seen.setdefault(rcpt, None)
     if not seen:
         raise InvalidEnvelope(f"message {envelope.message_id!r} has no recipient",
@@ -228,6 +235,12 @@ def validate_envelope(envelope: Envelope) -> Envelope:
         return envelope
     return Envelope(sender=envelope.sender, recipients=recipients, data=envelope.data,
                     message_id=envelope.message_id)
+
+
+# Refused at queue time: the transport cannot send them, and queueing them would only fail later.
+_NON_ASCII = ("invalid {what} {address!r} in message {mid!r}: addresses must be ASCII "
+              "(SMTPUTF8 is not supported)")
+_NON_ASCII_HINT = "use an ASCII address (an IDNA-encoded domain, xn--...)"
 
 
 def _has_line_break(text: str) -> bool:

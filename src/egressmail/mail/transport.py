@@ -75,6 +75,7 @@ from egressmail.mail.errors import (
     DeliveryUnknown,
     MailError,
     MailTLSError,
+    MessageError,
     PermanentDeliveryError,
     Stage,
     TLSRequiredError,
@@ -261,6 +262,26 @@ def _quoted(address: str) -> str:
     return quote_address(address)
 
 
+def _check_envelope_addresses(envelope: Envelope) -> None:
+    """Refuse, before anything is written, an address MAIL/RCPT cannot carry.
+
+    Without this a non-ASCII address escaped as a bare ``UnicodeEncodeError`` mid-send, which the
+    worker could only record as *unknown* (the server may have it) and retry for days.
+
+    Raises:
+        MessageError: an address is not ASCII (SMTPUTF8 is not supported) or cannot be quoted.
+    """
+    for what, address in (("sender", envelope.sender),
+                          *(("recipient", rcpt) for rcpt in envelope.recipients)):
+        try:
+            _quoted(address).encode("ascii")
+        except (ValueError, UnicodeError) as exc:  # UnicodeEncodeError is a ValueError too
+            raise MessageError(
+                f"the {what} <{address}> of message {envelope.message_id} cannot be sent: "
+                "addresses must be ASCII (SMTPUTF8 is not supported)", stage="message",
+                hint="use an ASCII address (an IDNA-encoded domain, xn--...)") from exc
+
+
 async def _next_reply(protocol: SMTPProtocol, limit_s: float | None) -> aiosmtplib.SMTPResponse:
     """The next reply to a pipelined group: one already received if there is, else wait for it.
 
@@ -342,6 +363,7 @@ class AioSmtpSession:
         smtp, fail = self._smtp, self._fail
         if not smtp.is_connected:
             raise fail.error(TransientDeliveryError, "mail", "the session is closed")
+        _check_envelope_addresses(envelope)
         payload = _prepare_data(envelope.data)
         options = [f"SIZE={len(payload) - 3}"] if smtp.supports_extension("size") else []
         if self.pipelining:
