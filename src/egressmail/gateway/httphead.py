@@ -10,6 +10,9 @@ The proxy understands exactly two forms (RFC 9110 §9.3.6, RFC 9112 §3.2):
   dropped, and ``Connection: close`` is added so the origin closes after one response: a client
   cannot reuse the tunnel to reach a host the routing table was never asked about.
 
+Control characters are refused anywhere in the head: a bare LF passed on to an origin that ends
+lines there would let a client smuggle headers (a second ``Host``) past the proxy.
+
 Anything else (``https://`` without CONNECT, origin-form requests, bad syntax) is a
 :class:`~egressmail.gateway.errors.BadProxyRequest`.
 """
@@ -23,7 +26,10 @@ from dataclasses import dataclass
 from egressmail.gateway.errors import BadProxyRequest
 
 HEAD_END = b"\r\n\r\n"
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# \Z, not $: "$" also matches before a final newline, which would let b"GET\n" pass as a token.
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CONTROL = re.compile(rb"[\x00-\x20\x7f]")
+_CONTROL_IN_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB and SP are allowed in a value
 _DNS_NAME = re.compile(r"^[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?(\.[a-z0-9_]([-a-z0-9_]*[a-z0-9_])?)*\.?$")
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the proxy's own; never forwarded.
 _DROPPED = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
@@ -99,7 +105,9 @@ def parse_authority(text: str, *, default_port: int | None) -> tuple[str, int]:
             raise BadProxyRequest(f"{text!r}: a port is required (host:port)")
         port = default_port
     else:
-        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        # At most 5 ASCII digits: int() of thousands of digits raises ValueError, not a refusal.
+        if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5) \
+                or not 1 <= int(port_text) <= 65535:
             raise BadProxyRequest(f"{text!r}: port {port_text!r} is not a number from 1 to 65535")
         port = int(port_text)
     return _parse_host(host_part), port
@@ -127,12 +135,18 @@ def parse_request_head(head: bytes) -> ProxyRequest:
             raise BadProxyRequest(f"HTTP version {version_b[:20].decode('latin-1')} is not supported",
                                   status=505)
         raise BadProxyRequest(f"malformed request line {request_line[:200]!r}")
+    if _CONTROL.search(target_b):
+        raise BadProxyRequest(f"control character in the request target {target_b[:200]!r}")
     headers: list[tuple[bytes, bytes]] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon or not _TOKEN.match(name):
             # Also rejects obsolete line folding (a line starting with whitespace), a smuggling vector.
             raise BadProxyRequest(f"malformed header line {line[:200]!r}")
+        if _CONTROL_IN_VALUE.search(value):
+            # A bare LF or CR would be forwarded, and many origins end a line there: a header the
+            # proxy never saw (a second Host, a Transfer-Encoding) could be smuggled past it.
+            raise BadProxyRequest(f"control character in header line {line[:200]!r}")
         headers.append((name, value.strip(b" \t")))
     try:
         method = method_b.decode("ascii")

@@ -91,3 +91,30 @@ def test_authority_parser_total(text):
     except BadProxyRequest:
         return
     assert 1 <= port <= 65535 and host
+
+
+@pytest.mark.parametrize(("head", "fragment", "status"), [
+    # A bare LF/CR inside a value would reach the origin, which may end a line there.
+    (b"GET http://a.test/ HTTP/1.1\r\nX: a\nHost: evil.test\r\n\r\n", "control character", 400),
+    (b"GET http://a.test/ HTTP/1.1\r\nX: a\rTransfer-Encoding: chunked\r\n\r\n", "control character", 400),
+    (b"GET http://a.test/ HTTP/1.1\r\nX: a\x00b\r\n\r\n", "control character", 400),
+    (b"GET http://a.test/x\nHost:evil.test HTTP/1.1\r\n\r\n", "control character", 400),
+    (b"GET http://a.test/x\tHTTP/1.0 HTTP/1.1\r\n\r\n", "control character", 400),
+    (b"GET\n http://a.test/ HTTP/1.1\r\n\r\n", "malformed method", 400),
+    (b"GET http://a.test/ HTTP/1.1\r\nX-A\n: b\r\n\r\n", "malformed header", 400),
+    # Ports: signs, spaces, overflow, and more digits than int() parses.
+    (b"CONNECT a.test:+443 HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
+    (b"CONNECT a.test:65536 HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
+    (b"CONNECT a.test:" + b"4" * 5000 + b" HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
+    (b"GET http://a.test:" + b"8" * 5000 + b"/ HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
+])
+def test_control_characters_and_bad_ports_are_refused(head, fragment, status):
+    with pytest.raises(BadProxyRequest) as info:
+        parse_request_head(head)
+    assert fragment in info.value.message
+    assert info.value.status == status
+
+
+def test_authority_with_non_ascii_digits_is_refused():
+    with pytest.raises(BadProxyRequest):
+        parse_authority("a.test:\u00b2", default_port=None)  # "²".isdigit() is True, int() fails
