@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from egressmail.mail.envelope import Envelope, SendResult
-from egressmail.mail.errors import MailError
+from egressmail.mail.errors import MailError, TransientDeliveryError
 from egressmail.mail.lint import Finding, lint, raise_for_errors
 from egressmail.mail.message import Message, build_envelope
 from egressmail.mail.oauth import OAuthTokenProvider
@@ -312,7 +312,8 @@ class MailService:
         """Send several messages over one connection (reconnecting once if it breaks).
 
         Each message gets its result or its error, in order; an invalid message does not stop the
-        others. A failure to connect at all is raised.
+        others; a message left over when the re-opened connection breaks too gets a
+        ``TransientDeliveryError``. A failure to connect at all is raised.
 
         Raises:
             MailConfigError: the configuration does not pass the lint.
@@ -342,6 +343,12 @@ class MailService:
                     except MailError as exc:
                         results[i] = exc
                 pending = remaining
+        for i, _env in pending:
+            # The re-opened connection broke too: say so per message rather than leave a hole.
+            results[i] = TransientDeliveryError(
+                f"not sent: the connection to {transport.config.where} was lost twice in this batch",
+                stage="connect", host=transport.config.host, port=transport.config.port,
+                forward=transport.config.forward, hint="send it again later")
         final: list[SendResult | MailError] = []
         for r in results:
             assert r is not None  # noqa: S101 - every index is filled above or left pending
