@@ -7,8 +7,10 @@ The proxy understands exactly two forms (RFC 9110 §9.3.6, RFC 9112 §3.2):
 - ``GET http://host[:port]/path HTTP/1.1`` (absolute form): one request forwarded to the origin. The
   head is rewritten to origin form, its ``Host`` is taken from the URI (a proxy must not let a
   second ``Host`` header pick another destination), hop-by-hop and ``Proxy-*`` headers are
-  dropped, and ``Connection: close`` is added so the origin closes after one response: a client
-  cannot reuse the tunnel to reach a host the routing table was never asked about.
+  dropped, and ``Connection: close`` is added so the origin closes after one response. Only that
+  request's body (its ``Content-Length``) is passed on; what the client sends after it is dropped,
+  so a client cannot reuse the connection to reach a host the routing table was never asked
+  about. ``Transfer-Encoding`` is refused (411): the proxy does not decode chunks.
 
 Control characters are refused anywhere in the head: a bare LF passed on to an origin that ends
 lines there would let a client smuggle headers (a second ``Host``) past the proxy.
@@ -46,6 +48,8 @@ class ProxyRequest:
         port: the destination port (80 when an ``http://`` URI names none).
         is_connect: a tunnel (``CONNECT``) rather than a forwarded request.
         forward_head: for a forwarded request, the head to send to the origin; empty for CONNECT.
+        body_length: for a forwarded request, the bytes of body after the head (its
+            ``Content-Length``); whatever the client sends after them is not forwarded.
     """
 
     method: str
@@ -53,6 +57,7 @@ class ProxyRequest:
     port: int
     is_connect: bool
     forward_head: bytes = b""
+    body_length: int = 0
 
     @property
     def target(self) -> str:
@@ -174,6 +179,7 @@ def parse_request_head(head: bytes) -> ProxyRequest:
     if not path.startswith("/"):
         path = "/" + path
     host, port = parse_authority(authority, default_port=80)
+    body_length = _body_length(headers)
     host_header = host if ":" not in host else f"[{host}]"
     if port != 80:
         host_header = f"{host_header}:{port}"
@@ -181,12 +187,38 @@ def parse_request_head(head: bytes) -> ProxyRequest:
     out.extend(name + b": " + value for name, value in headers if name.lower() not in _DROPPED)
     out.append(b"Connection: close")
     forward_head = b"\r\n".join(out) + HEAD_END
-    return ProxyRequest(method=method, host=host, port=port, is_connect=False, forward_head=forward_head)
+    return ProxyRequest(method=method, host=host, port=port, is_connect=False, forward_head=forward_head,
+                        body_length=body_length)
+
+
+def _body_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The body's length of a forwarded request: its ``Content-Length``, or 0.
+
+    The proxy forwards exactly one request per connection, so it must know where that request
+    ends. ``Transfer-Encoding`` is refused (411): with ``Content-Length`` too it is the classic
+    smuggling pair (RFC 9112 §6.1), and alone its end is only known by decoding chunks.
+    """
+    lengths: set[bytes] = set()
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"transfer-encoding":
+            raise BadProxyRequest("Transfer-Encoding in a forwarded request is not accepted: "
+                                  "send a Content-Length", status=411)
+        if lowered == b"content-length":
+            lengths.update(part.strip(b" \t") for part in value.split(b","))
+    if not lengths:
+        return 0
+    if len(lengths) > 1:
+        raise BadProxyRequest(f"conflicting Content-Length values {sorted(lengths)!r}")
+    (length,) = lengths
+    if not length.isdigit() or len(length) > 15:
+        raise BadProxyRequest(f"Content-Length {length[:30]!r} is not a number of bytes")
+    return int(length)
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway", 503: "Service Unavailable",
             504: "Gateway Timeout", 505: "HTTP Version Not Supported", 431: "Request Header Fields Too Large",
-            408: "Request Timeout"}
+            408: "Request Timeout", 411: "Length Required"}
 
 
 def error_response(status: int, reason: str) -> bytes:

@@ -115,9 +115,16 @@ class _ForwardAccept(asyncio.Protocol):
 
 
 class _ProxyHead(asyncio.Protocol):
-    """Reads an HTTP proxy request head, then hands the connection to its tunnel."""
+    """Reads an HTTP proxy request head, then hands the connection to its tunnel.
 
-    __slots__ = ("gateway", "tunnel", "buffer", "timer", "done")
+    A CONNECT tunnel takes the client connection over. A forwarded ``http://`` request does not:
+    this protocol stays and passes on exactly the request's body (``body_left`` bytes), then
+    drops whatever the client sends next, so a second request on a keep-alive connection (to
+    another host, with a ``Proxy-Authorization``...) never reaches the first request's origin
+    unrouted. The origin was asked to close after one answer (``Connection: close``).
+    """
+
+    __slots__ = ("gateway", "tunnel", "buffer", "timer", "done", "body_left")
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -125,11 +132,15 @@ class _ProxyHead(asyncio.Protocol):
         self.buffer = bytearray()
         self.timer: asyncio.TimerHandle | None = None
         self.done = False
+        self.body_left: int | None = None  # forwarded request, joined: body bytes still to pass on
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
         self.gateway._accept_proxy(self, transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:  # noqa: D102
+        if self.body_left is not None:
+            self.forward_body(data)
+            return
         if self.done or self.tunnel is None:
             return
         start = len(self.buffer)
@@ -155,17 +166,36 @@ class _ProxyHead(asyncio.Protocol):
         except BadProxyRequest as exc:
             self.fail(exc.status, End.BAD_REQUEST, exc.message)
             return
-        self.tunnel.client.nbytes = len(head) + len(rest)
+        self.tunnel.client.nbytes = len(head)
         self.tunnel.task = asyncio.get_running_loop().create_task(
-            self.gateway._connect_proxy(self.tunnel, request, rest))
+            self.gateway._connect_proxy(self.tunnel, request, rest, self))
+
+    def forward_body(self, data: bytes) -> None:
+        """Pass on what is left of the forwarded request's body; drop anything after it."""
+        assert self.tunnel is not None and self.body_left is not None  # noqa: S101
+        if self.body_left and (out := self.tunnel.client.out) is not None:
+            chunk = data[:self.body_left]
+            out.write(chunk)
+            self.tunnel.client.nbytes += len(chunk)
+            self.body_left -= len(chunk)
 
     def eof_received(self) -> bool:  # noqa: D102
+        if self.body_left is not None and self.tunnel is not None:
+            return self.tunnel.client.eof_received()
         if not self.done and self.tunnel is not None:
             self.done = True
             self.cancel_timer()
             self.tunnel.record.end = End.BAD_REQUEST
             self.tunnel.record.reason = "the client closed before sending a complete request head"
         return False  # close
+
+    def pause_writing(self) -> None:  # noqa: D102
+        if self.tunnel is not None:  # the answer flows to the client: backpressure as in a tunnel
+            self.tunnel.client.pause_writing()
+
+    def resume_writing(self) -> None:  # noqa: D102
+        if self.tunnel is not None:
+            self.tunnel.client.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self.cancel_timer()
@@ -624,7 +654,8 @@ class Gateway:
             transport.write(error_response(status, reason))
             transport.close()  # flushes the answer; connection_lost then finishes the tunnel
 
-    async def _connect_proxy(self, tunnel: Tunnel, request: ProxyRequest, rest: bytes) -> None:
+    async def _connect_proxy(self, tunnel: Tunnel, request: ProxyRequest, rest: bytes,
+                             head: _ProxyHead) -> None:
         record = tunnel.record
         record.via = Via.HTTP_CONNECT if request.is_connect else Via.HTTP_FORWARD
         record.dest = request.target
@@ -651,14 +682,19 @@ class Gateway:
         if tunnel.is_finished or tunnel.client.lost:
             upstream.abort()
             return
-        tunnel.attach_client(client)
         tunnel.held_back = True  # the head reader paused the client
         if request.is_connect:
+            tunnel.attach_client(client)
+            tunnel.client.nbytes += len(rest)
             client.write(CONNECT_ESTABLISHED)
             if rest:
                 upstream.write(rest)
         else:
-            upstream.write(request.forward_head + rest)
+            # The head reader stays the client's protocol: it passes on this request's body only.
+            upstream.write(request.forward_head)
+            head.body_left = request.body_length
         tunnel.join()
+        if not request.is_connect and rest:
+            head.forward_body(rest)
         assert self._loop is not None  # noqa: S101
         tunnel.start_idle_timer(self._loop.time())

@@ -139,6 +139,10 @@ async def test_non_proxy_hosts_leave_from_the_shared_address_on_443_only(backend
     (b"GET / HTTP/1.1\r\nHost: api.example.test\r\n\r\n", 400),
     (b"CONNECT api.example.test:443 HTTP/3\r\n\r\n", 505),
     (b"CONNECT api.example.test:443 HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"POST http://api.example.test/ HTTP/1.1\r\nContent-Length: 3\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\n", 411),
+    (b"GET http://api.example.test/ HTTP/1.1\r\nX: a\nHost: evil.test\r\n\r\n", 400),
+    (b"CONNECT api.example.test:" + b"4" * 5000 + b" HTTP/1.1\r\n\r\n", 400),
 ])
 async def test_bad_requests_get_a_clear_answer(run_gateway, head, status):
     run = await run_gateway(egress_map(kind=Kind.FLEXIBLE_PORT_EGRESS), options())
@@ -178,3 +182,63 @@ async def test_unreachable_destination_is_502(run_gateway):
         status, reason = await _refusal(run.gateway.http_proxy_port,
                                         b"CONNECT api.example.test:443 HTTP/1.1\r\n\r\n")
     assert status == 502 and "connecting to 127.0.0.1" in reason
+
+
+async def _keep_alive_origin(backends, seen: list[bytes]):
+    """An origin that ignores ``Connection: close``: it answers every request it reads, until EOF."""
+
+    async def origin(reader, writer):
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    seen.append(exc.partial)
+                return
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            seen.append(head + (await reader.readexactly(length) if length else b""))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    return await backends.start(origin)
+
+
+_SECOND = (b"GET http://internal.test:8080/secret HTTP/1.1\r\nHost: internal.test:8080\r\n"
+           b"Proxy-Authorization: Basic c2VjcmV0\r\n\r\n")
+
+
+async def test_second_request_on_a_keep_alive_connection_is_never_forwarded(backends, run_gateway):
+    # Only the first request was routed: a second one (another host, and a proxy credential that
+    # must never reach an origin) must not be passed on raw to the first request's origin.
+    seen: list[bytes] = []
+    origin = await _keep_alive_origin(backends, seen)
+    run = await run_gateway(egress_map(kind=Kind.FLEXIBLE_PORT_EGRESS),
+                            options(f"www.example.test:8080=127.0.0.1:{origin.port}"))
+    reader, writer = await open_client(run.gateway.http_proxy_port)
+    writer.write(b"GET http://www.example.test:8080/ HTTP/1.1\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"ok"), 3)
+    writer.write(_SECOND)
+    writer.write_eof()
+    await read_all(reader)  # ends once the origin has seen our FIN, i.e. after anything we sent
+    assert seen == [b"GET / HTTP/1.1\r\nHost: www.example.test:8080\r\nConnection: close\r\n\r\n"]
+
+
+async def test_pipelined_request_after_a_body_is_never_forwarded(backends, run_gateway):
+    seen: list[bytes] = []
+    origin = await _keep_alive_origin(backends, seen)
+    run = await run_gateway(egress_map(kind=Kind.FLEXIBLE_PORT_EGRESS),
+                            options(f"www.example.test:8080=127.0.0.1:{origin.port}"))
+    reader, writer = await open_client(run.gateway.http_proxy_port)
+    writer.write(b"POST http://www.example.test:8080/f HTTP/1.1\r\nContent-Length: 5\r\n\r\nhel")
+    await asyncio.sleep(0.05)  # the body arrives in pieces, the second one carrying the next request
+    writer.write(b"lo" + _SECOND)
+    assert await asyncio.wait_for(reader.readuntil(b"ok"), 3)
+    writer.write_eof()
+    await read_all(reader)
+    assert seen == [b"POST /f HTTP/1.1\r\nHost: www.example.test:8080\r\nContent-Length: 5\r\n"
+                    b"Connection: close\r\n\r\nhello"]
+    (line,) = await run.log_lines(1)
+    assert "end=closed" in line

@@ -102,17 +102,34 @@ def test_authority_parser_total(text):
     (b"GET http://a.test/x\tHTTP/1.0 HTTP/1.1\r\n\r\n", "control character", 400),
     (b"GET\n http://a.test/ HTTP/1.1\r\n\r\n", "malformed method", 400),
     (b"GET http://a.test/ HTTP/1.1\r\nX-A\n: b\r\n\r\n", "malformed header", 400),
+    # The smuggling pair, and framing the proxy cannot follow (it forwards exactly one request).
+    (b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+     "Transfer-Encoding", 411),
+    (b"POST http://a.test/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "Transfer-Encoding", 411),
+    (b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", "conflicting", 400),
+    (b"POST http://a.test/ HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", "conflicting", 400),
+    (b"POST http://a.test/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n", "not a number", 400),
+    (b"POST http://a.test/ HTTP/1.1\r\nContent-Length: \r\n\r\n", "not a number", 400),
     # Ports: signs, spaces, overflow, and more digits than int() parses.
     (b"CONNECT a.test:+443 HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
     (b"CONNECT a.test:65536 HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
     (b"CONNECT a.test:" + b"4" * 5000 + b" HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
     (b"GET http://a.test:" + b"8" * 5000 + b"/ HTTP/1.1\r\n\r\n", "from 1 to 65535", 400),
 ])
-def test_control_characters_and_bad_ports_are_refused(head, fragment, status):
+def test_smuggling_and_framing_are_refused(head, fragment, status):
     with pytest.raises(BadProxyRequest) as info:
         parse_request_head(head)
     assert fragment in info.value.message
     assert info.value.status == status
+
+
+def test_body_length_of_a_forwarded_request():
+    assert parse_request_head(b"GET http://a.test/ HTTP/1.1\r\n\r\n").body_length == 0
+    req = parse_request_head(b"POST http://a.test/ HTTP/1.1\r\ncontent-length: 12\r\n"
+                             b"Content-Length: 12\r\n\r\n")
+    assert req.body_length == 12
+    # A tab inside a value is allowed (RFC 9110 field-content), and forwarded.
+    assert b"X: a\tb" in parse_request_head(b"GET http://a.test/ HTTP/1.1\r\nX: a\tb\r\n\r\n").forward_head
 
 
 def test_authority_with_non_ascii_digits_is_refused():
