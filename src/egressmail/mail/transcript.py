@@ -75,6 +75,11 @@ class Transcript:
             self._masks.extend(_forms(value))
             self._masks.sort(key=len, reverse=True)
 
+    def redact(self, text: str) -> str:
+        """``text`` with every known secret (and its base64 forms) replaced by ``****``; used for
+        error messages too, which may quote a server reply that echoed an AUTH payload."""
+        return self._mask(text)
+
     def _mask(self, text: str) -> str:
         for value in self._masks:
             if value in text:

@@ -194,12 +194,17 @@ def classify_reply(code: int) -> type[MailError]:
 class _Failer:
     """Builds errors that carry stage, code, host, port and forward, and say where."""
 
-    def __init__(self, config: TransportConfig) -> None:
+    def __init__(self, config: TransportConfig, redact: Callable[[str], str] | None = None) -> None:
         self.config = config
+        # A server may echo what it was sent (an AUTH payload) in its reply: the session's
+        # transcript masks are applied to every error text too.
+        self._redact = redact or (lambda text: text)
 
     def error(self, cls: type[MailError], stage: Stage, text: str, *, code: int | None = None,
               server_message: str | None = None, hint: str | None = None) -> MailError:
         c = self.config
+        text = self._redact(text)
+        server_message = self._redact(server_message) if server_message is not None else None
         reply = f" (server replied {code} {server_message})" if code is not None else ""
         return cls(f"SMTP {stage} failed at {c.where}: {text}{reply}", stage=stage, code=code,
                    server_message=server_message, host=c.host, port=c.port, forward=c.forward, hint=hint)
@@ -318,7 +323,7 @@ class AioSmtpSession:
         self._smtp = smtp
         self._sock = sock
         self._config = config
-        self._fail = _Failer(config)
+        self._fail = _Failer(config, transcript.redact)
         self.session_id = session_id
         self.transcript = transcript
         self.is_tls = False
@@ -601,6 +606,7 @@ class SmtpTransport:
         if isinstance(c.credentials, PasswordAuth) and c.credentials.password.reveal():
             secrets.append(c.credentials.password.reveal())
         transcript = Transcript(session_id, enabled=c.debug, secrets=secrets)
+        fail = _Failer(c, transcript.redact)
         transcript.note(f"connected to {c.where}, TLS {c.tls_mode}, verifying the certificate "
                         f"for {c.tls_name!r}")
         smtp = aiosmtplib.SMTP(hostname=c.tls_name, sock=sock, use_tls=c.tls_mode == "implicit",
@@ -725,8 +731,9 @@ class SmtpTransport:
                 except SMTPAuthenticationError as exc:
                     t.server(exc.code, exc.message)
                     if attempt == 2 or not smtp.is_connected:
+                        # from None: the raw reply in the cause may echo the token
                         raise fail.reply("auth", exc,
-                                         "the server refused the OAuth2 token (XOAUTH2)") from exc
+                                         "the server refused the OAuth2 token (XOAUTH2)") from None
                     t.note("token refused: fetching a fresh one and retrying once")
             return  # pragma: no cover - the loop returns or raises
         usable = [m for m in _PASSWORD_MECHANISMS if m in offered]
@@ -753,7 +760,8 @@ class SmtpTransport:
             t.server(r.code, r.message)
             return
         assert last is not None  # noqa: S101 - the loop ran at least once and did not return
-        raise fail.reply("auth", last, "the server refused the user name and password") from last
+        # from None: the raw reply in the cause may echo the password (the error itself is redacted)
+        raise fail.reply("auth", last, "the server refused the user name and password") from None
 
     @staticmethod
     async def _auth_call(smtp: aiosmtplib.SMTP, fail: _Failer,
@@ -763,7 +771,7 @@ class SmtpTransport:
         except SMTPAuthenticationError:
             raise
         except SMTPResponseException as exc:
-            raise fail.reply("auth", exc, "AUTH failed") from exc
+            raise fail.reply("auth", exc, "AUTH failed") from None  # may echo the secret
         except (SMTPServerDisconnected, SMTPTimeoutError, OSError) as exc:
             raise fail.lost("auth", exc) from exc
 
