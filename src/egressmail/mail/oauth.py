@@ -59,12 +59,18 @@ class OAuthTokenProvider:
         self.exchanges = 0  # how many times the endpoint was called (observability, tests)
 
     def __repr__(self) -> str:
-        return f"OAuthTokenProvider(refresh_url={self._endpoint()!r}, proxy={self._proxy!r})"
+        return f"OAuthTokenProvider(refresh_url={self._endpoint()!r}, proxy={self._shown_proxy()!r})"
 
     def _endpoint(self) -> str:
-        # Scheme, host and path only: a query string could carry a credential.
+        # Scheme, host and path only: a query string or user:password@ could carry a credential.
         parts = urlsplit(self._oauth.refresh_url)
-        return f"{parts.scheme}://{parts.netloc}{parts.path}"
+        return f"{parts.scheme}://{_host_port(parts.netloc)}{parts.path}"
+
+    def _shown_proxy(self) -> str | None:
+        if self._proxy is None:
+            return None
+        parts = urlsplit(self._proxy)
+        return f"{parts.scheme}://{_host_port(parts.netloc)}" if parts.scheme else "<proxy>"
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -92,7 +98,7 @@ class OAuthTokenProvider:
             return self._token
 
     def _error(self, cls: type[MailError], text: str, hint: str | None = None) -> MailError:
-        via = f" via proxy {self._proxy}" if self._proxy else ""
+        via = f" via proxy {self._shown_proxy()}" if self._proxy else ""
         return cls(f"OAuth2 token request to {self._endpoint()}{via} failed: {text}", stage="oauth",
                    hint=hint)
 
@@ -142,3 +148,8 @@ class OAuthTokenProvider:
         if isinstance(rotated, str) and rotated:
             self._refresh_token = Secret(rotated)
         return Secret(access), started + lifetime
+
+
+def _host_port(netloc: str) -> str:
+    """``netloc`` without ``user:password@`` (a proxy or endpoint URL may carry credentials)."""
+    return netloc.rpartition("@")[2]

@@ -54,3 +54,15 @@ async def test_endpoint_errors(ca: trustme.CA, tmp_path) -> None:
         with pytest.raises(PermanentDeliveryError, match="invalid_grant") as info:
             await provider(wrong, str(cafile), [0.0]).token()
     assert info.value.stage == "oauth" and "rt-1" not in str(info.value)
+
+
+async def test_credentials_in_the_proxy_or_endpoint_url_never_appear() -> None:
+    # A corporate proxy (egressmail.oauth.proxy) or an endpoint may carry user:password in its URL.
+    oauth = parse_oauth_settings({"refreshUrl": "https://tenant:url-pw-9@127.0.0.1:1/token",
+                                  "clientId": "c", "refreshToken": "rt-1"})
+    p = OAuthTokenProvider(oauth, proxy="http://proxyuser:proxy-pw-9@127.0.0.1:1", timeout=3)
+    with pytest.raises(TransientDeliveryError) as info:  # nothing listens on port 1
+        await p.token()
+    for shown in (str(info.value), repr(p)):
+        assert "url-pw-9" not in shown and "proxy-pw-9" not in shown
+        assert "127.0.0.1:1" in shown  # still says where
