@@ -133,9 +133,12 @@ def _literal_address(host: str) -> IPAddress | None:
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
-    # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address inside.
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+    # ::ffff:127.0.0.1 reaches 127.0.0.1, and 2002:7f00:1:: (6to4) is sent to it by a host with a
+    # 6to4 tunnel: judge the IPv4 address inside.
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.ipv4_mapped or address.sixtofour
+        if inner is not None:
+            return inner
     return address
 
 

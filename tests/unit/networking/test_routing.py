@@ -197,6 +197,8 @@ def test_matches_non_proxy_host(pattern: str, host: str, expected: bool) -> None
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "224.0.0.1",
     "240.0.0.1", "100.64.0.1", "255.255.255.255", "::1", "::", "fe80::1", "fc00::1", "ff02::1",
     "::ffff:127.0.0.1", "::ffff:169.254.169.254",
+    # 6to4 (2002::/16) carries an IPv4 address: a host with a 6to4 tunnel sends the packet to it.
+    "2002:7f00:1::", "2002:a9fe:a9fe::1", "2002:a00:1::",
 ])
 @pytest.mark.parametrize("kind", [None, FLEX, DEDICATED, VPN])
 def test_non_public_addresses_are_refused(address: str, kind: Kind | None) -> None:
