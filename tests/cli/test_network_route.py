@@ -32,3 +32,10 @@ def test_help_teaches_with_examples() -> None:
         assert result.returncode == 0
         assert "egressmail network " + command in result.stdout, command
     assert "flexiblePortEgress" in run_cli("network", "create", "--help").stdout
+
+
+def test_route_refuses_a_target_that_only_looks_numeric(home: Path) -> None:
+    # "²".isdigit() is True but int("²") raises, and int() refuses thousands of digits.
+    given_infrastructure(home)
+    for target in ("\u00b2", "1" * 5000, "api.example.com:\u00b2", "api.example.com:" + "4" * 5000):
+        assert "TARGET" in fails("route", "1001", "2002", target, home=home, code=2), target

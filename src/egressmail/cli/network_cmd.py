@@ -270,12 +270,17 @@ def list_(app: AppContext, program: str, as_json: bool) -> None:
 
 
 
+def _is_port_number(text: str) -> bool:
+    # str.isdigit() accepts "²", which int() refuses, and int() refuses thousands of digits.
+    return text.isascii() and text.isdigit() and len(text) <= 5
+
+
 def _parse_target(target: str) -> tuple[int | None, str | None, int | None]:
     """``30002`` → a listen port; ``host:port`` / ``[v6]:port`` → a proxy destination."""
-    if target.isdigit():
+    if _is_port_number(target):
         return int(target), None, None
     host, sep, port = target.rpartition(":")
-    if not sep or not host or not port.isdigit():
+    if not sep or not host or not _is_port_number(port):
         raise click.BadParameter(
             f"{target!r}: give a forward port (30002) or HOST:PORT (api.example.com:8443)",
             param_hint="TARGET")
