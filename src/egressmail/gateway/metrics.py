@@ -223,7 +223,7 @@ def parse_host_port(text: str, option: str) -> tuple[str, int]:
     if not sep:
         host, port = "", text
     host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit() and len(port) <= 5) or not 0 <= int(port) <= 65535:
         raise InvalidGatewayOption(f"{option} {text!r}: expected HOST:PORT with a port from 0 to 65535",
                                    hint=f"e.g. {option} 127.0.0.1:9464")
     return host, int(port)

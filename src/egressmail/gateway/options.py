@@ -109,7 +109,8 @@ class ConnectTo:
 
 
 def _parse_port(text: str, where: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    # ASCII and at most 5 digits: int() refuses "²" (which isdigit() accepts) and huge strings.
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 1 <= int(text) <= 65535:
         raise InvalidGatewayOption(f"--connect-to {where}: port {text!r} is not a number from 1 to 65535",
                                    hint="write NAME:PORT=HOST:PORT, e.g. "
                                         "smtp.sendgrid.com:465=127.0.0.1:2465")

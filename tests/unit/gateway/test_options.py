@@ -36,6 +36,9 @@ def test_connect_to_forms(text, expected):
     ("smtp.sendgrid.com:465=[::1:2465", "without closing"),
     ("smtp.sendgrid.com:465=[nothex]:2465", "not an IPv6"),
     ("just-a-name", "expected NAME:PORT=HOST:PORT"),
+    # "²".isdigit() is True but int() refuses it; int() also refuses thousands of digits.
+    ("smtp.sendgrid.com:\u00b2=127.0.0.1:2465", "is not a number"),
+    ("smtp.sendgrid.com:465=127.0.0.1:" + "1" * 5000, "is not a number"),
 ])
 def test_bad_connect_to_says_what_and_how(text, fragment):
     with pytest.raises(InvalidGatewayOption) as info:
@@ -75,3 +78,12 @@ def test_egress_address_must_be_an_ip():
 def test_listen_port_for():
     assert GatewayOptions(port_offset=1000).listen_port_for(30465) == 31465
     assert GatewayOptions(ephemeral_ports=True).listen_port_for(30465) == 0
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:\u00b2", "127.0.0.1:" + "9" * 5000, "70000"])
+def test_bad_metrics_address_is_an_option_error(text):
+    from egressmail.gateway.metrics import parse_host_port
+
+    with pytest.raises(InvalidGatewayOption) as info:
+        parse_host_port(text, "--metrics")
+    assert "--metrics" in info.value.message
