@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from egressmail.environments.errors import CloudManagerInputError, VariableRuleError
-from egressmail.environments.model import VariableUpdate, parse_service, parse_type
+from egressmail.environments.model import VALUE_MAX_LENGTH, VariableUpdate, parse_service, parse_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,8 @@ def load_array(text: str | bytes, fmt: str, *, source: str) -> list[Any]:
             raise CloudManagerInputError("VARIABLES_JSON_PARSE_ERROR",
                                          f"Unable to parse variables from provided data ({source}: "
                                          "not UTF-8 text).") from None
+        except RecursionError:
+            raise _too_deep(upper, source) from None
     else:
         try:
             data = yaml.safe_load(text)
@@ -59,6 +61,8 @@ def load_array(text: str | bytes, fmt: str, *, source: str) -> list[Any]:
             raise CloudManagerInputError(
                 "VARIABLES_YAML_PARSE_ERROR",
                 f"Unable to parse variables from provided data ({source}: not YAML{where}).") from None
+        except RecursionError:
+            raise _too_deep(upper, source) from None
     if not isinstance(data, list):
         raise CloudManagerInputError(f"VARIABLES_{upper}_NOT_ARRAY",
                                      f"Provided variables input was not an array ({source}).",
@@ -66,8 +70,40 @@ def load_array(text: str | bytes, fmt: str, *, source: str) -> list[Any]:
     return data
 
 
-def _scalar_text(value: Any) -> str | None:
-    """A value as the store keeps it (text); ``None`` for a missing/null value."""
+def _too_deep(upper: str, source: str) -> CloudManagerInputError:
+    # The parsers recurse once per nesting level; Python's recursion limit ends a deep document.
+    return CloudManagerInputError(f"VARIABLES_{upper}_PARSE_ERROR",
+                                  f"Unable to parse variables from provided data ({source}: nested too "
+                                  "deeply).")
+
+
+def _longer_than(value: Any, limit: int) -> bool:
+    """Whether a parsed structure has more than ``limit`` elements (then its JSON text does too).
+
+    Counted without expanding it: YAML aliases share one object many times, so a few lines can
+    stand for billions of elements that ``json.dumps`` would write out one by one.
+    """
+    count = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            count += len(node)  # each key is at least one character of the text
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def _scalar_text(value: Any, where: str) -> str | None:
+    """A value as the store keeps it (text); ``None`` for a missing/null value.
+
+    Raises:
+        VariableRuleError: ``VALUE_TOO_LONG`` for a structure too big to be a value.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -76,6 +112,9 @@ def _scalar_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return json.dumps(value)
+    if _longer_than(value, VALUE_MAX_LENGTH):
+        raise VariableRuleError("VALUE_TOO_LONG",
+                                f"{where}: the value has more than {VALUE_MAX_LENGTH} characters")
     return json.dumps(value, separators=(",", ":"))
 
 
@@ -109,7 +148,7 @@ def updates_from_items(data: Sequence[Any], *, source: str) -> ParsedItems:
             service = parse_service(service_text)
         except VariableRuleError as exc:
             raise VariableRuleError(exc.code, f"{where} ({name}): {exc.message}") from None
-        value = _scalar_text(item.get("value"))
+        value = _scalar_text(item.get("value"), f"{where} ({name})")
         if value is None:
             skipped.append(name)
             continue

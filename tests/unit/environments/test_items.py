@@ -72,3 +72,31 @@ def test_bad_items(item: object, code: str) -> None:
         updates_from_items([{"name": "OK", "value": "1"}, item], source="vars.json")
     assert info.value.code == code
     assert "vars.json, item 2" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "fmt"), [
+    ('[{"name": "AA", "value": ' + "[" * 100_000 + "]" * 100_000 + "}]", "json"),
+    ("- name: AA\n  value: " + "[" * 100_000 + "]" * 100_000 + "\n", "yaml"),
+])
+def test_nesting_too_deep_is_a_parse_error(text: str, fmt: str) -> None:
+    # The parsers recurse: without this, a RecursionError escaped (a traceback in the CLI).
+    with pytest.raises(CloudManagerInputError) as info:
+        load_array(text, fmt, source="deep")
+    assert info.value.code == f"VARIABLES_{fmt.upper()}_PARSE_ERROR"
+    assert "nested too deeply" in info.value.message
+
+
+def test_yaml_alias_bomb_is_refused_quickly() -> None:
+    # 9**9 strings through shared aliases: cheap to load, ruinous to turn into text.
+    lines = ['  a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"  a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    text = "- anchors:\n" + "\n".join(lines) + "\n  name: AA\n  value: *a8\n"
+    with pytest.raises(VariableRuleError) as info:
+        updates_from_items(load_array(text, "yaml", source="bomb.yaml"), source="bomb.yaml")
+    assert info.value.code == "VALUE_TOO_LONG"
+    assert "lol" not in info.value.message
+
+
+def test_structured_values_are_kept_as_json_text() -> None:
+    parsed = updates_from_items([{"name": "AA", "value": {"a": [1, "x"]}}], source="f")
+    assert parsed.updates[0].value == '{"a":[1,"x"]}'
