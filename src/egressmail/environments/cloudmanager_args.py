@@ -188,7 +188,7 @@ def parse_flag_value(text: str) -> str:
     """
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested too deeply for the parser: not a JSON string either
         return text
     return parsed if isinstance(parsed, str) else text
 

@@ -205,3 +205,10 @@ def test_flags_win_over_file_items() -> None:
     merged = merge_file_updates(flags, file)
     assert [(u.name, u.value, u.service) for u in merged] == [
         ("AA", "flag", None), ("AA", "file", Service.PUBLISH), ("BB", "b", None)]
+
+
+def test_deeply_nested_json_value_keeps_its_text() -> None:
+    # json.loads recurses per level: a RecursionError escaped as a traceback. Not a JSON string,
+    # so the text is the value, as for any array.
+    deep = "[" * 100_000 + "]" * 100_000
+    assert parse_flag_value(deep) == deep
