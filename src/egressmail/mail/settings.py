@@ -138,7 +138,7 @@ class MailSettings:
     timeouts: Timeouts = Timeouts()
     allow_plaintext_auth: bool = False
     ehlo_name: str | None = None
-    oauth_proxy: str | None = None
+    oauth_proxy: str | None = field(default=None, repr=False)  # a proxy URL may carry user:password@
     pipelining: bool = True
     oauth: OAuthSettings | None = None
     source: str = "<properties>"

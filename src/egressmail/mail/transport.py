@@ -221,23 +221,28 @@ class _Failer:
 
 
 async def _open_socket(host: str, port: int, connect_timeout: float | None) -> socket.socket:
-    """Resolve and connect (first address that answers), non-blocking, for aiosmtplib's ``sock=``."""
+    """Resolve and connect (first address that answers), non-blocking, for aiosmtplib's ``sock=``.
+
+    ``connect_timeout`` is one deadline for the whole step (name lookup and every address tried),
+    so a slow resolver or a host with several dead addresses cannot stretch it.
+    """
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    last: OSError | None = None
-    for family, type_, proto, _, addr in infos:
-        sock = socket.socket(family, type_, proto)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, addr), connect_timeout)
-        except BaseException as exc:
-            sock.close()
-            if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
-                last = exc
-                continue
-            raise
-        return sock
-    raise last or OSError(f"no address found for {host}")
+    async with asyncio.timeout(connect_timeout):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        last: OSError | None = None
+        for family, type_, proto, _, addr in infos:
+            sock = socket.socket(family, type_, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, addr)
+            except BaseException as exc:
+                sock.close()
+                if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+                    last = exc
+                    continue
+                raise
+            return sock
+        raise last or OSError(f"no address found for {host}")
 
 
 async def _wait_socket_closed(sock: socket.socket | None, limit_s: float = 1.0) -> None:
