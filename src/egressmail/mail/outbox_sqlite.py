@@ -19,7 +19,6 @@ never fights itself for SQLite's write lock; several processes queue on the lock
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import sqlite3
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from egressmail.mail.outbox_model import OutboxError
+from egressmail.storage.sqlite import create_owner_only
 
 T = TypeVar("T")
 
@@ -41,15 +41,6 @@ class OutboxStorageError(OutboxError):
     """The outbox file cannot be opened, read or written."""
 
 
-def _create_owner_only(path: Path) -> None:
-    """Create ``path`` empty with mode 0600 unless it exists (SQLite copies the mode to -wal/-shm)."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
-
-
 def open_connection(path: Path) -> sqlite3.Connection:
     """Open the outbox file in WAL mode with a real fsync per commit (autocommit mode).
 
@@ -58,7 +49,7 @@ def open_connection(path: Path) -> sqlite3.Connection:
     """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _create_owner_only(path)
+        create_owner_only(path)
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                check_same_thread=False)
         conn.row_factory = sqlite3.Row

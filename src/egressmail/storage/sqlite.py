@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS environments (
 """
 
 
-def _create_owner_only(path: Path) -> None:
+def create_owner_only(path: Path) -> None:
     """Create ``path`` empty with mode 0600 unless it exists (SQLite gives its -wal/-shm the same mode)."""
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -76,7 +76,7 @@ class Database:
         """
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _create_owner_only(self.path)
+            create_owner_only(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
