@@ -14,6 +14,7 @@ import click
 from rich.text import Text
 
 from egressmail.cli.context import AppContext, pass_app
+from egressmail.cli.options import environment_options
 from egressmail.cli.output import stdout
 from egressmail.mail.doctor import DoctorFailed, DoctorOptions, DoctorReport, Status, diagnose
 
@@ -35,13 +36,7 @@ def _print_report(report: DoctorReport, header: str) -> None:
 @click.command()
 @click.option("--config", "config_path", metavar="PATH", required=True, type=click.Path(path_type=Path),
               help="The config root (…/osgiconfig) or the DefaultMailService .cfg.json file.")
-@click.option("--program", metavar="P", required=True, help="Program whose variables, secrets and "
-                                                            "port forwards apply.")
-@click.option("--environment", metavar="E", required=True, help="Environment of that program.")
-@click.option("--run-modes", "run_modes", metavar="MODES", default=None,
-              help="Active run modes, comma-separated (default: the --service's).")
-@click.option("--service", type=click.Choice(["author", "publish", "preview"]), default=None,
-              help="Service whose scoped variables apply.")
+@environment_options(required=True)
 @click.option("--gateway", metavar="HOST", default=None,
               help="Dial HOST instead of smtp.host (e.g. 127.0.0.1 where proxy.tunnel does not resolve); "
                    "the certificate is still checked for the provider's name.")

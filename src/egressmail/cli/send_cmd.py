@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from egressmail.cli.context import AppContext, pass_app
+from egressmail.cli.options import environment_options
 from egressmail.cli.output import stdout, warn
 
 if TYPE_CHECKING:
@@ -124,13 +125,7 @@ def send_request(app: AppContext, req: SendRequest) -> SendResult | Queued:
 @click.option("--config", "config_path", metavar="PATH", required=True, type=click.Path(path_type=Path),
               help="The com.day.cq.mailer.DefaultMailService.cfg.json file, or a config root holding "
                    "config/ and config.<runmode>/ folders.")
-@click.option("--program", metavar="P", default=None, help="Program whose variables and secrets fill the "
-                                                            "placeholders (with --environment).")
-@click.option("--environment", metavar="E", default=None, help="Environment of that program (e2002 or 2002).")
-@click.option("--run-modes", "run_modes", metavar="MODES", default=None,
-              help="Active run modes, comma-separated, e.g. publish,prod.")
-@click.option("--service", type=click.Choice(["author", "publish", "preview"]), default=None,
-              help="Service whose scoped variables apply.")
+@environment_options(required=False)
 @click.option("--to", "to", metavar="ADDR", multiple=True, help="Recipient (repeatable).")
 @click.option("--cc", metavar="ADDR", multiple=True, help="Cc recipient (repeatable).")
 @click.option("--bcc", metavar="ADDR", multiple=True,

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from egressmail.cli.context import AppContext, pass_app
+from egressmail.cli.options import environment_options
 from egressmail.cli.output import stderr
 from egressmail.mail.envelope import SessionFactory, SmtpSession
 from egressmail.mail.retry import parse_duration
@@ -42,10 +43,7 @@ def worker() -> None:
 
 @worker.command("run")
 @click.argument("config", type=click.Path(exists=True, path_type=Path))
-@click.option("--program", default=None, help="Program whose variables, secrets and port forwards apply.")
-@click.option("--environment", default=None, help="Environment of --program.")
-@click.option("--run-modes", default=None, metavar="MODES",
-              help="Active run modes, comma-separated (e.g. publish,prod).")
+@environment_options(required=False)
 @click.option("--connect-host", default=None, metavar="HOST",
               help="Dial HOST instead of smtp.host (e.g. 127.0.0.1 where proxy.tunnel does not "
                    "resolve); the certificate is still verified for the provider's name.")
@@ -74,7 +72,7 @@ def worker() -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt (not only deferrals).")
 @pass_app
 def run(app: AppContext, config: Path, program: str | None, environment: str | None,
-        run_modes: str | None, connect_host: str | None, concurrency: int, batch: int,
+        run_modes: str | None, service: str | None, connect_host: str | None, concurrency: int, batch: int,
         lease: float, poll: float, min_delay: float, max_delay: float, max_lifetime: float,
         on_unknown: str, max_crashes: int, once: bool, metrics_port: int | None,
         verbose: bool) -> None:
@@ -114,7 +112,7 @@ def run(app: AppContext, config: Path, program: str | None, environment: str | N
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("egressmail.outbox").setLevel(logging.DEBUG)
-    factory = session_factory(app, config, program, environment, run_modes, connect_host)
+    factory = session_factory(app, config, program, environment, run_modes, connect_host, service=service)
     with Outbox(app.home) as outbox:
         metrics = OutboxMetrics(outbox.counts, outbox.oldest_due)
         if metrics_port is not None:
@@ -148,7 +146,8 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def session_factory(app: AppContext, config: Path, program: str | None, environment: str | None,
-                    run_modes: str | None, connect_host: str | None) -> SessionFactory:
+                    run_modes: str | None, connect_host: str | None, *,
+                    service: str | None = None) -> SessionFactory:
     """Sessions of the mail service built from its configuration, as `egressmail send` does: OAuth2
     tokens, and a rotated secret or a changed port forward picked up by the next session.
 
@@ -157,15 +156,16 @@ def session_factory(app: AppContext, config: Path, program: str | None, environm
     """
     from egressmail.mail.service import MailService
 
-    service = MailService.from_config(config, program=program, environment=environment,
-                                      run_modes=run_modes, db=app.database() if program else None)
+    mail = MailService.from_config(config, program=program, environment=environment,
+                                   run_modes=run_modes, service=service,
+                                   db=app.database() if program else None)
     if not connect_host:
-        return service.session_factory
+        return mail.session_factory
     from egressmail.mail.transport import SmtpTransport
 
     def dial_elsewhere() -> AbstractAsyncContextManager[SmtpSession]:
         # Same settings (and TLS name), another address to dial, e.g. 127.0.0.1 for proxy.tunnel.
-        current = service.transport
+        current = mail.transport
         config = dataclasses.replace(current.config, host=connect_host)
         return SmtpTransport(config)()
 
