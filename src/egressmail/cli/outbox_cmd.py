@@ -198,6 +198,10 @@ def hold_cmd(app: AppContext, message_id: str) -> None:
 def release_cmd(app: AppContext, message_id: str) -> None:
     """Queue a held message for delivery now.
 
+    Only recipients still pending are sent to: those refused for good (5xx) stay refused and
+    those that accepted it are not sent to again. Use `outbox retry ID` to also ask the
+    refused recipients again.
+
     \b
     Example:
       egressmail outbox release 01HZX3K9R2M4V7T8B5N6C1D0QF

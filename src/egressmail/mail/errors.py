@@ -8,6 +8,7 @@ so the provider may have the message.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from egressmail.errors import DeliveryError
@@ -23,6 +24,8 @@ class MailError(DeliveryError):
         stage: the SMTP stage that failed.
         code: the server's reply code, or ``None`` when there was no reply.
         transient: whether retrying later may succeed.
+        recipients: when every recipient was refused at RCPT, each one's (code, text) reply: the
+            outbox fails the 5xx ones for good and retries only the 4xx ones. Empty otherwise.
     """
 
     transient: bool = False
@@ -30,7 +33,8 @@ class MailError(DeliveryError):
     def __init__(self, message: str, *, stage: Stage, code: int | None = None,
                  server_message: str | None = None, host: str | None = None,
                  port: int | None = None, forward: str | None = None, hint: str | None = None,
-                 transient: bool | None = None) -> None:
+                 transient: bool | None = None,
+                 recipients: Mapping[str, tuple[int, str]] | None = None) -> None:
         super().__init__(message, hint=hint)
         self.stage = stage
         self.code = code
@@ -38,6 +42,7 @@ class MailError(DeliveryError):
         self.host = host
         self.port = port
         self.forward = forward
+        self.recipients: Mapping[str, tuple[int, str]] = dict(recipients or {})
         if transient is not None:
             self.transient = transient
 

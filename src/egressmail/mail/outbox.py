@@ -562,7 +562,8 @@ class Outbox:
     # -- operator actions ---------------------------------------------------------------------
 
     def _move(self, oid: str, new: Status, verb: str, allowed: Sequence[Status],
-              extra_sql: str = "", extra: tuple[object, ...] = ()) -> Status:
+              extra_sql: str = "", extra: tuple[object, ...] = (), *,
+              ask_refused_again: bool = False) -> Status:
         def job(conn: sqlite3.Connection) -> Status:
             now = self._clock()
             row = conn.execute("SELECT status, lease_owner, due_at FROM messages WHERE id = ?",
@@ -577,7 +578,7 @@ class Outbox:
             conn.execute(f"UPDATE messages SET status = ?, due_at = ?, updated_at = ?, "  # noqa: S608
                          f"lease_owner = NULL {extra_sql} WHERE id = ?",
                          (new.value, due, now, *extra, oid))
-            if new is Status.QUEUED:
+            if ask_refused_again:
                 conn.execute("UPDATE recipients SET status = ? WHERE message = ? AND status = ?",
                              (RecipientStatus.PENDING.value, oid, RecipientStatus.REFUSED.value))
             self._add_history(conn, oid, started=now, finished=now, worker=None, outcome="operator",
@@ -597,7 +598,8 @@ class Outbox:
         now = self._clock()
         return self._move(oid, Status.QUEUED, "retry",
                           (Status.FAILED, Status.DEFERRED, Status.UNKNOWN, Status.HELD, Status.QUEUED),
-                          ", attempts = 0, crashes = 0, queued_at = ?", (now,))
+                          ", attempts = 0, crashes = 0, queued_at = ?", (now,),
+                          ask_refused_again=True)
 
     def retry_failed(self) -> int:
         """Queue every failed message again (as :meth:`retry`); returns how many.
@@ -633,6 +635,9 @@ class Outbox:
 
     def release(self, oid: str) -> Status:
         """Queue a held message for delivery now (``outbox release``). Returns the old state.
+
+        Only recipients still pending are sent to: those refused for good (5xx) stay refused, and
+        those that accepted it are done. :meth:`retry` is the way to ask refused recipients again.
 
         Raises:
             OutboxNotFound: no such message.

@@ -18,7 +18,9 @@ A worker that dies leaves the lease to expire; the next claim records the lost a
 single table of allowed moves; the store checks every change against it.
 
 Recipients have their own small state (``pending`` → ``accepted`` | ``refused``): a server may take
-some recipients and refuse others; only the pending ones (4xx) are sent again.
+some recipients and refuse others; only the pending ones (4xx) are sent again. That holds when every
+recipient is refused too (a mix of 4xx and 5xx): the 5xx ones are refused for good. ``release``
+keeps refused recipients refused; only ``retry`` makes them pending again.
 """
 
 from __future__ import annotations

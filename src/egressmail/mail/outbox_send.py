@@ -51,7 +51,9 @@ async def send_durably(outbox: Outbox, envelope: Envelope, session_factory: Sess
         PermanentDeliveryError, MessageError: with ``wait``, the server refused it for good
             (the message is ``failed`` in the outbox).
         TransientDeliveryError, DeliveryUnknown: with ``wait``, it could not be delivered now; it
-            stays queued and a worker retries it (the message says so, with the outbox id).
+            stays queued and a worker retries it (the message says so, with the outbox id). When
+            every recipient was refused with a mix of 4xx and 5xx, ``error.recipients`` holds each
+            one's reply: the 5xx ones are refused for good, only the 4xx ones are retried.
         OutboxStorageError: the outbox cannot be written (the message was not accepted).
     """
     receipt = await outbox.aenqueue(envelope, idempotency_key=idempotency_key)
@@ -79,7 +81,7 @@ def _queued_error(error: MailError, receipt: Receipt, status: Status) -> MailErr
             else TransientDeliveryError
         new = cls(f"{error} — message {receipt.id} is queued: {what}", stage=error.stage,
                   code=error.code, server_message=error.server_message, host=error.host,
-                  port=error.port, forward=error.forward,
+                  port=error.port, forward=error.forward, recipients=error.recipients,
                   hint=error.hint or f"`egressmail worker run` delivers it; `egressmail outbox show "
                                      f"{receipt.id}` shows its attempts")
         new.__cause__ = error

@@ -201,13 +201,16 @@ class _Failer:
         self._redact = redact or (lambda text: text)
 
     def error(self, cls: type[MailError], stage: Stage, text: str, *, code: int | None = None,
-              server_message: str | None = None, hint: str | None = None) -> MailError:
+              server_message: str | None = None, hint: str | None = None,
+              recipients: Replies | None = None) -> MailError:
         c = self.config
         text = self._redact(text)
         server_message = self._redact(server_message) if server_message is not None else None
         reply = f" (server replied {code} {server_message})" if code is not None else ""
+        replies = {r: (rc, self._redact(rt)) for r, (rc, rt) in (recipients or {}).items()}
         return cls(f"SMTP {stage} failed at {c.where}: {text}{reply}", stage=stage, code=code,
-                   server_message=server_message, host=c.host, port=c.port, forward=c.forward, hint=hint)
+                   server_message=server_message, host=c.host, port=c.port, forward=c.forward, hint=hint,
+                   recipients=replies)
 
     def reply(self, stage: Stage, exc: SMTPResponseException, text: str) -> MailError:
         return self.error(classify_reply(exc.code), stage, text, code=exc.code, server_message=exc.message)
@@ -500,12 +503,15 @@ class AioSmtpSession:
         self.transcript.server(reply.code, reply.message)
 
     def _every_recipient_refused(self, refused: Replies) -> MailError:
+        # Transient if any refusal was 4xx (some recipient may take it later); the per-recipient
+        # replies go with the error so that the outbox can fail the 5xx ones for good and retry
+        # only the 4xx ones (Postfix's per-recipient semantics), even though nothing was sent.
         codes = [code for code, _ in refused.values()]
         cls = TransientDeliveryError if any(400 <= c < 500 for c in codes) else PermanentDeliveryError
         first_code, first_text = next(iter(refused.values()))
         listing = ", ".join(f"<{r}> {c}" for r, (c, _) in refused.items())
         return self._fail.error(cls, "rcpt", f"every recipient was refused ({listing})",
-                                code=first_code, server_message=first_text)
+                                code=first_code, server_message=first_text, recipients=refused)
 
     async def _body(self, envelope: Envelope, payload: bytes, accepted: Replies, refused: Replies
                     ) -> SendResult:

@@ -20,6 +20,9 @@ How an attempt ends (:func:`classify_error`, :func:`classify_result`, pure):
 - some recipients refused with 4xx → ``transient`` for those only (the accepted ones are done, the
   5xx ones refused for good);
 - a 5xx to MAIL, RCPT (every recipient) or DATA, or an invalid message → ``permanent``;
+- every recipient refused at RCPT with a mix of 4xx and 5xx → ``transient`` for the 4xx ones only:
+  the transport's error carries each recipient's reply (``MailError.recipients``), so the 5xx ones
+  are refused for good here too and never asked again (:func:`split_refusals`);
 - anything that went wrong *before* the message itself (connect, TLS, greeting, EHLO, AUTH, a bad
   configuration) → ``transient``, even with a 5xx: a wrong password is not the message's fault, and
   Postfix too defers mail on SASL failures, so fixing the password delivers the queue;
@@ -38,7 +41,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -141,6 +144,21 @@ def session_is_usable(exc: BaseException) -> bool:
             and exc.stage not in SESSION_STAGES and exc.code is not None and exc.code != 421)
 
 
+def split_refusals(recipients: Sequence[str], replies: Mapping[str, Reply]
+                   ) -> tuple[dict[str, Reply], dict[str, Reply]]:
+    """Split per-recipient refusals into (refused for good: 5xx, deferred: 4xx), in envelope order.
+
+    Recipients without a reply are left out (the caller decides what they are).
+    """
+    refused: dict[str, Reply] = {}
+    deferred: dict[str, Reply] = {}
+    for rcpt in recipients:
+        if rcpt in replies:
+            code, text = replies[rcpt]
+            (deferred if 400 <= code < 500 else refused)[rcpt] = (code, text)
+    return refused, deferred
+
+
 def classify_result(recipients: Sequence[str], result: SendResult, accepted_before: int
                     ) -> tuple[AttemptKind, dict[str, Reply], dict[str, Reply], dict[str, Reply]]:
     """Split a server's answer into (kind, accepted, refused for good, deferred) recipients.
@@ -148,13 +166,9 @@ def classify_result(recipients: Sequence[str], result: SendResult, accepted_befo
     The server took the message (DATA was accepted), so a recipient it did not refuse is accepted.
     """
     accepted: dict[str, Reply] = {}
-    refused: dict[str, Reply] = {}
-    deferred: dict[str, Reply] = {}
+    refused, deferred = split_refusals(recipients, result.refused)
     for rcpt in recipients:
-        if rcpt in result.refused:
-            code, text = result.refused[rcpt]
-            (deferred if 400 <= code < 500 else refused)[rcpt] = (code, text)
-        else:
+        if rcpt not in result.refused:
             accepted[rcpt] = result.accepted.get(rcpt, result.reply)
     if deferred:
         kind = AttemptKind.TRANSIENT
@@ -469,7 +483,9 @@ class Worker:
             kind = classify_error(error)
             if not isinstance(exc, MailError):
                 log.error("unexpected error sending %s: %r", claim.id, exc)
-            return _Outcome(self._report(claim, kind, started, error=error), None, error)
+            refused, deferred = split_refusals(claim.envelope.recipients, error.recipients)
+            return _Outcome(self._report(claim, kind, started, error=error, refused=refused,
+                                         deferred=deferred), None, error)
         kind, accepted, refused, deferred = classify_result(claim.envelope.recipients, result,
                                                             claim.accepted_before)
         report = self._report(claim, kind, started, result=result, accepted=accepted,

@@ -111,6 +111,19 @@ async def test_every_recipient_refused_then_rset_and_the_session_carries_on(
     assert result.reply[0] == 250
 
 
+async def test_every_recipient_refused_with_4xx_and_5xx_carries_each_recipients_reply() -> None:
+    config = PipeliningConfig(rcpt_replies={"a@example.test": "550 5.1.1 no such user",
+                                            "b@example.test": "451 4.3.0 try later"})
+    async with pipelining_smtpd(config) as srv:
+        async with transport(srv.port)() as session:
+            with pytest.raises(TransientDeliveryError) as info:
+                await session.send(envelope("a@example.test", "b@example.test"))
+    assert info.value.stage == "rcpt"
+    assert info.value.recipients == {"a@example.test": (550, "5.1.1 no such user"),
+                                     "b@example.test": (451, "4.3.0 try later")}
+    assert srv.messages == []
+
+
 async def test_data_accepted_without_a_valid_recipient_is_ended_with_an_empty_message() -> None:
     # RFC 2920 section 3.1: the client must check DATA's reply too, and end an accepted DATA with a
     # lone "." (an empty message the server must not deliver), never with the message itself.

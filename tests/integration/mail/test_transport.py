@@ -235,6 +235,11 @@ async def test_per_recipient_refusals(smtpd: FakeSmtpd) -> None:
         with pytest.raises(TransientDeliveryError) as tinfo:
             await session.send(envelope(["bad@example.com", "later@example.com"]))
         assert tinfo.value.stage == "rcpt"  # one 4xx among them: worth retrying
+        # each recipient's own reply travels with the error, so the outbox can fail the 5xx one
+        # for good and retry the 4xx one alone
+        assert tinfo.value.recipients == {"bad@example.com": (550, "5.1.1 No such user"),
+                                          "later@example.com": (450, "4.2.1 Mailbox busy")}
+        assert info.value.recipients == {"bad@example.com": (550, "5.1.1 No such user")}
         # the connection stays usable after refusals (RSET)
         await session.send(envelope(["ok@example.com"]))
     assert [m.rcpt_tos for m in smtpd.messages] == [["ok@example.com"], ["ok@example.com"]]

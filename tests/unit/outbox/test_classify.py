@@ -13,7 +13,13 @@ from egressmail.mail.errors import (
     TransientDeliveryError,
 )
 from egressmail.mail.retry import AttemptKind
-from egressmail.mail.worker import WorkerOptions, classify_error, classify_result, session_is_usable
+from egressmail.mail.worker import (
+    WorkerOptions,
+    classify_error,
+    classify_result,
+    session_is_usable,
+    split_refusals,
+)
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -73,3 +79,11 @@ def test_a_recipient_the_server_did_not_refuse_is_accepted_with_the_data_reply()
 def test_worker_options_refuse_values_that_cannot_work(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         WorkerOptions(**kwargs)
+
+
+def test_split_refusals_fails_5xx_for_good_and_defers_4xx_in_envelope_order():
+    replies = {"c@x": (450, "busy"), "a@x": (550, "no such user"), "other@x": (550, "not ours")}
+    refused, deferred = split_refusals(("a@x", "b@x", "c@x"), replies)
+    assert refused == {"a@x": (550, "no such user")}
+    assert deferred == {"c@x": (450, "busy")}  # b@x had no reply: left to the caller
+    assert split_refusals(("a@x",), {}) == ({}, {})

@@ -261,3 +261,24 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path):
 def test_ids_sort_by_time():
     assert new_outbox_id(1000.0) < new_outbox_id(1000.001) < new_outbox_id(2000.0)
     assert len(new_outbox_id()) == 26
+
+
+def test_release_keeps_recipients_refused_for_good_and_retry_asks_them_again(outbox: Outbox, clock):
+    policy = RetryPolicy(jitter=0)
+    oid = outbox.enqueue(envelope(1, recipients=("gone@x.test", "busy@x.test"))).id
+    [claim] = outbox.claim("w")
+    outbox.complete(claim, report(claim, AttemptKind.TRANSIENT, policy, clock.now, code=450,
+                                  refused={"gone@x.test": (550, "no such user")},
+                                  deferred={"busy@x.test": (450, "busy")}))
+    outbox.hold(oid)
+    outbox.release(oid)
+    assert [(r.status.value, r.code) for r in outbox.get(oid).recipients] == [
+        ("refused", 550), ("pending", 450)]
+    [again] = outbox.claim("w")
+    assert again.envelope.recipients == ("busy@x.test",)
+    outbox.release_claims([again])
+    outbox.hold(oid)
+    outbox.retry(oid)
+    assert [r.status.value for r in outbox.get(oid).recipients] == ["pending", "pending"]
+    [third] = outbox.claim("w")
+    assert third.envelope.recipients == ("gone@x.test", "busy@x.test")
