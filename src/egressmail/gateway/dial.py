@@ -3,23 +3,30 @@
 The order matters for deny-by-default: the routing decision is taken before this module is called;
 here every address the name resolves to is checked (:func:`check_resolved_address`) *before* any
 connection is attempted, so a name that resolves to 127.0.0.1 or 10.x cannot be used to reach
-the gateway's own network, unless a ``--connect-to`` pin sends it there on purpose.
+the gateway's own network, unless a ``--connect-to`` pin sends it there on purpose. A pin applies
+to the exact name and port it names (a pin without a port: to port-forward rules only), and the
+HTTP proxy refuses a pinned name on any other port (``pinned-name``) instead of resolving it.
+
+One deadline covers the whole attempt: waiting for a lookup slot, the lookup
+(:class:`~egressmail.gateway.resolver.Resolver`) and the connect; the access log says which of
+them it ran out in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
-import socket
 from dataclasses import dataclass
 
 from egressmail.gateway.accesslog import End
-from egressmail.gateway.options import ConnectTo, find_pin
+from egressmail.gateway.options import ConnectTo, find_pin, pinned_elsewhere
+from egressmail.gateway.resolver import IPAddress, Resolver, literal_address
 from egressmail.networking.model import EgressMap, PortForward
 from egressmail.networking.routing import Refused, check_resolved_address
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+PINNED_NAME = "pinned-name"
+"""Refusal code: the HTTP proxy was asked for a pinned name on a port no pin covers."""
+RESOLVE_TIMEOUT = "resolve-timeout"
+"""Error code: the connect deadline passed while waiting for a lookup slot or a DNS answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +36,6 @@ class DialFailure:
     end: End
     reason: str
     code: str  # metric label: a routing refusal code, or connect-failed / connect-timeout / resolve-failed
-
-
-@functools.lru_cache(maxsize=4096)
-def literal_address(host: str) -> IPAddress | None:
-    """``host`` as an IP address if it is one (cached: pins and rules repeat the same few)."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 class AddressChecks:
@@ -65,24 +63,6 @@ class AddressChecks:
         return result
 
 
-async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int) -> list[IPAddress]:
-    """The addresses of ``host`` (a literal is its own answer), in the resolver's order.
-
-    Raises:
-        OSError: the name does not resolve.
-    """
-    literal = literal_address(host)
-    if literal is not None:
-        return [literal]
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    out: list[IPAddress] = []
-    for _family, _type, _proto, _canon, sockaddr in infos:
-        ip = ipaddress.ip_address(sockaddr[0])
-        if ip not in out:
-            out.append(ip)
-    return out
-
-
 @dataclass(frozen=True, slots=True)
 class FixedTarget:
     """A destination known without resolving (a literal address, or a name pinned to one), checked.
@@ -107,7 +87,7 @@ def plan_fixed(checks: AddressChecks, *, host: str, port: int, rule: PortForward
         a :class:`FixedTarget`, or the :class:`DialFailure` every connection to it would get
         (a refused address, an egress address of the other family), or ``None``.
     """
-    pin = find_pin(pins, host, port)
+    pin = find_pin(pins, host, port, port_forward=rule is not None)
     target_host, target_port = pin if pin is not None else (host, port)
     address = literal_address(target_host)
     if address is None:
@@ -144,29 +124,73 @@ async def connect_fixed(loop: asyncio.AbstractEventLoop, protocol: asyncio.Proto
     return transport, target.addr
 
 
+def pinned_name_refusal(pin: ConnectTo, host: str, port: int) -> DialFailure:
+    """The HTTP proxy's answer to ``host:port`` when ``pin`` names ``host`` but not that port.
+
+    The reason shows the pin's left side only: where it points is the operator's business.
+    """
+    if pin.port is None:
+        why = (f"{host} is pinned with --connect-to {pin.name}=… without a port, which applies to "
+               f"port forwards only, not to the HTTP proxy")
+    else:
+        why = (f"{host} is pinned with --connect-to {pin.name}:{pin.port}=… for that port only, "
+               f"not on port {port}")
+    return DialFailure(End.REFUSED, f"{host}:{port} → {why}", PINNED_NAME)
+
+
+class _Phase:
+    """Where an attempt is, for the reason of a timeout: ``queue`` (for a lookup slot),
+    ``lookup`` or ``connect``."""
+
+    __slots__ = ("where",)
+
+    def __init__(self) -> None:
+        self.where = "connect"
+
+    def lookup_started(self) -> None:
+        self.where = "lookup"
+
+
 async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, checks: AddressChecks,
-               host: str, port: int, rule: PortForward | None, pins: tuple[ConnectTo, ...],
-               local_address: str | None, connect_timeout: float | None,
-               ) -> tuple[asyncio.Transport, str] | DialFailure:
+               resolver: Resolver, host: str, port: int, rule: PortForward | None,
+               pins: tuple[ConnectTo, ...], local_address: str | None, connect_timeout: float | None,
+               started: float | None = None) -> tuple[asyncio.Transport, str] | DialFailure:
     """Resolve, check and connect ``host:port`` (after pins), binding ``local_address`` if given.
 
-    ``connect_timeout`` ``None`` means the caller enforces its own deadline (the port-forward path
-    uses its tunnel's deadline).
+    ``rule`` is the port-forward rule being followed, ``None`` for an HTTP proxy request (which
+    follows only pins for its exact ``host:port`` and is refused a pinned name on other ports).
+    The deadline is ``started`` (loop time; default now) plus ``connect_timeout`` (``None`` = no
+    limit) and covers waiting for a lookup slot, the lookup and the connect.
 
     Returns:
         ``(transport, "ip:port")`` on success (``protocol`` is its protocol), else a
         :class:`DialFailure` saying why; this function does not raise for network problems.
     """
-    pin = find_pin(pins, host, port)
+    port_forward = rule is not None
+    pin = find_pin(pins, host, port, port_forward=port_forward)
+    if pin is None and not port_forward:
+        other = pinned_elsewhere(pins, host, port)
+        if other is not None:
+            return pinned_name_refusal(other, host, port)
     target_host, target_port = pin if pin is not None else (host, port)
+    phase = _Phase()
     try:
         if connect_timeout is None:
-            return await _dial(loop, protocol, checks, host, port, rule, target_host, target_port,
-                               pin is not None, local_address)
-        async with asyncio.timeout(connect_timeout):
-            return await _dial(loop, protocol, checks, host, port, rule, target_host, target_port,
-                               pin is not None, local_address)
+            return await _dial(loop, protocol, checks, resolver, phase, host, port, rule, target_host,
+                               target_port, pin is not None, local_address)
+        async with asyncio.timeout_at((loop.time() if started is None else started) + connect_timeout):
+            return await _dial(loop, protocol, checks, resolver, phase, host, port, rule, target_host,
+                               target_port, pin is not None, local_address)
     except TimeoutError:
+        if phase.where == "queue":
+            return DialFailure(End.CONNECT_TIMEOUT,
+                               f"resolving {target_host}: no lookup slot free within {connect_timeout:g}s "
+                               f"(all {resolver.max_lookups} lookups busy: a slow or unanswering DNS server)",
+                               RESOLVE_TIMEOUT)
+        if phase.where == "lookup":
+            return DialFailure(End.CONNECT_TIMEOUT,
+                               f"resolving {target_host}: no answer from DNS within {connect_timeout:g}s",
+                               RESOLVE_TIMEOUT)
         return DialFailure(End.CONNECT_TIMEOUT,
                            f"connecting to {target_host}:{target_port}: "
                            f"no answer within {connect_timeout:g}s",
@@ -174,12 +198,15 @@ async def dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, *, c
 
 
 async def _dial(loop: asyncio.AbstractEventLoop, protocol: asyncio.Protocol, checks: AddressChecks,
-                host: str, port: int, rule: PortForward | None, target_host: str, target_port: int,
-                pinned: bool, local_address: str | None) -> tuple[asyncio.Transport, str] | DialFailure:
+                resolver: Resolver, phase: _Phase, host: str, port: int, rule: PortForward | None,
+                target_host: str, target_port: int, pinned: bool, local_address: str | None,
+                ) -> tuple[asyncio.Transport, str] | DialFailure:
+    phase.where = "queue"
     try:
-        addresses = await resolve(loop, target_host, target_port)
+        addresses = await resolver.resolve(target_host, target_port, on_start=phase.lookup_started)
     except OSError as exc:
         return DialFailure(End.CONNECT_FAILED, f"cannot resolve {target_host}: {exc}", "resolve-failed")
+    phase.where = "connect"
     candidates: list[IPAddress] = []
     refusal: Refused | None = None
     local = literal_address(local_address) if local_address is not None else None

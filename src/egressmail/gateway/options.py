@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from egressmail.gateway.errors import InvalidGatewayOption
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
-"""TCP connect to the destination (all resolved addresses together)."""
+"""Name lookup and TCP connect to the destination (all resolved addresses together)."""
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 """A tunnel with no byte moving in either direction for this long is cut."""
 DEFAULT_REQUEST_TIMEOUT_S = 10.0
@@ -23,6 +23,8 @@ DEFAULT_MAX_REQUEST_HEAD_BYTES = 16 * 1024
 DEFAULT_HIGH_WATER_BYTES = 1024 * 1024
 """Per direction: once this much waits to be written to one side, the other side stops being read."""
 DEFAULT_LOW_WATER_BYTES = 256 * 1024
+DEFAULT_MAX_LOOKUPS = 16
+"""Name lookups running at once; beyond it lookups wait for a slot (inside their connect deadline)."""
 DEFAULT_HTTP_PROXY_PORT = 3128
 DEFAULT_LISTEN_HOST = "127.0.0.1"
 PROXY_HOST_NAME = "proxy.tunnel"
@@ -33,7 +35,8 @@ class Timeouts:
     """One field per phase of a connection, in seconds (``None`` = no limit).
 
     Attributes:
-        connect: resolving and connecting to the destination (default 10 s).
+        connect: resolving and connecting to the destination, together (default 10 s): waiting for
+            a lookup slot, the lookup and the TCP connect all count against this one deadline.
         idle: no byte moving in either direction (default 300 s); a client that connects and sends
             nothing is cut after this long too.
         request: HTTP proxy only, receiving the request head (default 10 s).
@@ -63,6 +66,8 @@ class Limits:
         high_water / low_water: write-buffer marks per direction (backpressure): a side whose peer
             has ``high_water`` bytes waiting is not read until they drain below ``low_water``.
         max_request_head_bytes: HTTP proxy request head size.
+        max_lookups: name lookups running at once (default 16); each is a thread that cannot be
+            cancelled, so a slow DNS server holds its slot until it answers or gives up.
     """
 
     max_connections: int = DEFAULT_MAX_CONNECTIONS
@@ -70,6 +75,7 @@ class Limits:
     high_water: int = DEFAULT_HIGH_WATER_BYTES
     low_water: int = DEFAULT_LOW_WATER_BYTES
     max_request_head_bytes: int = DEFAULT_MAX_REQUEST_HEAD_BYTES
+    max_lookups: int = DEFAULT_MAX_LOOKUPS
 
     def __post_init__(self) -> None:
         if self.max_connections < 1:
@@ -82,14 +88,21 @@ class Limits:
                              f"({self.high_water})")
         if self.max_request_head_bytes < 256:
             raise ValueError("Limits.max_request_head_bytes must be at least 256")
+        if self.max_lookups < 1:
+            raise ValueError(f"Limits.max_lookups must be at least 1, not {self.max_lookups}")
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectTo:
     """A pin like curl's ``--connect-to``: connections for ``name:port`` go to ``host:target_port``.
 
-    ``port`` ``None`` matches any port; ``target_port`` ``None`` keeps the requested port. The TLS
-    name a client verifies does not change (the gateway never sees TLS): only where the bytes go.
+    A pin sends the operator's own destinations somewhere else (tests and the demo: a provider's
+    name onto a loopback server), and what it points at is exempt from the private-address check.
+    So it applies to the exact pair it names and nothing more: ``port`` ``None`` (a pin without a
+    port) applies to port-forward rules only, whose destinations the operator declared; the HTTP
+    proxy, where a client chooses the port, follows only a pin for its exact ``name:port``.
+    ``target_port`` ``None`` keeps the requested port. The TLS name a client verifies does not
+    change (the gateway never sees TLS): only where the bytes go.
     """
 
     name: str
@@ -97,9 +110,18 @@ class ConnectTo:
     host: str
     target_port: int | None
 
-    def matches(self, name: str, port: int) -> bool:
-        """True when this pin applies to a connection for ``name:port``."""
-        return self.name == name.lower().rstrip(".") and (self.port is None or self.port == port)
+    def names(self, name: str) -> bool:
+        """True when this pin is for ``name`` (on whatever port)."""
+        return self.name == name.lower().rstrip(".")
+
+    def matches(self, name: str, port: int, *, port_forward: bool) -> bool:
+        """True when this pin applies to a connection for ``name:port``.
+
+        ``port_forward``: the destination is a port-forward rule's (else: an HTTP proxy request).
+        """
+        if self.port is None:
+            return port_forward and self.names(name)
+        return self.port == port and self.names(name)
 
     def __str__(self) -> str:
         left = self.name if self.port is None else f"{self.name}:{self.port}"
@@ -169,12 +191,28 @@ def parse_connect_to(text: str) -> ConnectTo:
     return ConnectTo(name=name.rstrip("."), port=port, host=host, target_port=target_port)
 
 
-def find_pin(pins: tuple[ConnectTo, ...], name: str, port: int) -> tuple[str, int] | None:
-    """The ``(host, port)`` the first matching pin sends ``name:port`` to, or ``None``."""
+def find_pin(pins: tuple[ConnectTo, ...], name: str, port: int, *,
+             port_forward: bool) -> tuple[str, int] | None:
+    """The ``(host, port)`` the first applying pin sends ``name:port`` to, or ``None``.
+
+    ``port_forward``: the destination is a port-forward rule's; for the HTTP proxy (``False``)
+    only a pin for exactly ``name:port`` applies (see :class:`ConnectTo`).
+    """
     for pin in pins:
-        if pin.matches(name, port):
+        if pin.matches(name, port, port_forward=port_forward):
             return pin.host, pin.target_port if pin.target_port is not None else port
     return None
+
+
+def pinned_elsewhere(pins: tuple[ConnectTo, ...], name: str, port: int) -> ConnectTo | None:
+    """For the HTTP proxy: a pin for ``name`` when none applies to ``name:port``, else ``None``.
+
+    The proxy refuses such a request rather than resolving the name: a pinned name is one the
+    operator sends somewhere on purpose, for the pairs the pins name and no other.
+    """
+    if find_pin(pins, name, port, port_forward=False) is not None:
+        return None
+    return next((pin for pin in pins if pin.names(name)), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from egressmail.gateway.httphead import (
 from egressmail.gateway.metrics import GatewayMetrics
 from egressmail.gateway.options import GatewayOptions
 from egressmail.gateway.relay import Tunnel
+from egressmail.gateway.resolver import Resolver
 from egressmail.networking.model import EgressMap, PortForward
 from egressmail.networking.routing import Allowed, Refused, WayIn, decide
 
@@ -236,6 +237,8 @@ class Gateway:
             (``None`` = only on :meth:`reload`).
         port_broker: where a listener that would bind port 0 gets its port (``None`` = the
             kernel picks one); see :data:`PortBroker`.
+        resolver: how names are looked up (``None`` = the system resolver, at most
+            ``options.limits.max_lookups`` at once); closed by :meth:`aclose`.
 
     Example::
 
@@ -249,7 +252,8 @@ class Gateway:
 
     def __init__(self, egress_map: EgressMap | EgressMapProvider, options: GatewayOptions | None = None,
                  *, access_log: AccessLog | None = None, metrics: GatewayMetrics | None = None,
-                 poll_interval: float | None = None, port_broker: PortBroker | None = None) -> None:
+                 poll_interval: float | None = None, port_broker: PortBroker | None = None,
+                 resolver: Resolver | None = None) -> None:
         if isinstance(egress_map, EgressMap):
             fixed = egress_map
             self._provider: EgressMapProvider = lambda: fixed
@@ -263,6 +267,7 @@ class Gateway:
         self.metrics.bind_buffered(lambda: float(self.buffered_bytes()))
         self._poll_interval = poll_interval
         self._port_broker = port_broker
+        self.resolver = resolver if resolver is not None else Resolver(self.options.limits.max_lookups)
         # Both pure functions of the map: memoised per map, rebuilt on every change.
         self._checks = AddressChecks(self._egress)
         self._plans: dict[int, _Plan] = {}
@@ -385,6 +390,7 @@ class Gateway:
                     await server.wait_closed()
             except TimeoutError:  # pragma: no cover - defensive
                 pass
+        self.resolver.close()
         if self.access_log is not None:
             self.access_log.flush()
 
@@ -585,10 +591,14 @@ class Gateway:
         tunnel.attach_client(transport)
         loop = self._loop
         assert loop is not None  # noqa: S101
-        tunnel.start_connect_timer(loop.time(), self.options.timeouts.connect)
-        tunnel.task = loop.create_task(self._connect_forward(tunnel, *plan))
+        now = loop.time()
+        decision, fixed = plan
+        # A planned target's deadline is the sweep's (no timer per connection); a name's is the
+        # dial's own, which covers the lookup too and says which part ran out of time.
+        tunnel.start_connect_timer(now, self.options.timeouts.connect if fixed is not None else None)
+        tunnel.task = loop.create_task(self._connect_forward(tunnel, decision, fixed, now))
 
-    async def _dial(self, tunnel: Tunnel, decision: Allowed, *, own_timeout: bool,
+    async def _dial(self, tunnel: Tunnel, decision: Allowed, *, started: float | None = None,
                     fixed: FixedTarget | DialFailure | None = None) -> DialFailure | None:
         record = tunnel.record
         record.egress = "vpn" if decision.via_vpn else decision.egress
@@ -599,10 +609,10 @@ class Gateway:
         elif fixed is not None:
             result = fixed
         else:
-            result = await dial(self._loop, tunnel.upstream, checks=self._checks, host=decision.host,
-                                port=decision.port, rule=decision.rule, pins=self.options.connect_to,
-                                local_address=self._local_address(decision),
-                                connect_timeout=self.options.timeouts.connect if own_timeout else None)
+            result = await dial(self._loop, tunnel.upstream, checks=self._checks, resolver=self.resolver,
+                                host=decision.host, port=decision.port, rule=decision.rule,
+                                pins=self.options.connect_to, local_address=self._local_address(decision),
+                                connect_timeout=self.options.timeouts.connect, started=started)
         if isinstance(result, DialFailure):
             if result.end is End.REFUSED:
                 self.metrics.refuse(result.code)
@@ -613,9 +623,8 @@ class Gateway:
         return None
 
     async def _connect_forward(self, tunnel: Tunnel, decision: Allowed,
-                               fixed: FixedTarget | DialFailure | None) -> None:
-        # The tunnel's connect deadline bounds this (the gateway's sweep enforces it).
-        failure = await self._dial(tunnel, decision, own_timeout=False, fixed=fixed)
+                               fixed: FixedTarget | DialFailure | None, started: float) -> None:
+        failure = await self._dial(tunnel, decision, started=started, fixed=fixed)
         tunnel.task = None
         if failure is not None:
             tunnel.abort(failure.end, failure.reason)
@@ -665,7 +674,7 @@ class Gateway:
             tunnel.task = None
             self._answer_and_close(tunnel, 403, End.REFUSED, decision.reason, code=decision.code)
             return
-        failure = await self._dial(tunnel, decision, own_timeout=True)
+        failure = await self._dial(tunnel, decision)
         tunnel.task = None
         if failure is not None:
             status = {End.REFUSED: 403, End.CONNECT_TIMEOUT: 504}.get(failure.end, 502)

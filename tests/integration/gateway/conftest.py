@@ -11,6 +11,7 @@ import pytest
 
 from egressmail.gateway.accesslog import AccessLog
 from egressmail.gateway.options import GatewayOptions, Limits, Timeouts, parse_connect_to
+from egressmail.gateway.resolver import Resolver
 from egressmail.gateway.server import Gateway
 from egressmail.networking.model import (
     EgressMap,
@@ -147,9 +148,10 @@ async def run_gateway() -> AsyncIterator[Callable[..., Awaitable[Running]]]:
     started: list[Gateway] = []
 
     async def start(egress: EgressMap, opts: GatewayOptions | None = None, *,
-                    json_lines: bool = False) -> Running:
+                    json_lines: bool = False, resolver: Resolver | None = None) -> Running:
         sink = LogSink()
-        gw = Gateway(egress, opts or options(), access_log=AccessLog(sink, json_lines=json_lines))  # type: ignore[arg-type]
+        gw = Gateway(egress, opts or options(), access_log=AccessLog(sink, json_lines=json_lines),  # type: ignore[arg-type]
+                     resolver=resolver)
         await gw.start()
         started.append(gw)
         return Running(gw, sink)

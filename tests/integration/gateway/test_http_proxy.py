@@ -120,8 +120,9 @@ async def test_absolute_uri_is_forwarded_in_origin_form(backends, run_gateway):
 async def test_non_proxy_hosts_leave_from_the_shared_address_on_443_only(backends, run_gateway):
     echo = await backends.echo()
     run = await run_gateway(egress_map(kind=Kind.DEDICATED_EGRESS_IP, non_proxy_hosts=("*.shared.test",)),
-                            options(f"a.shared.test=127.0.0.1:{echo.port}",
-                                    f"api.example.test=127.0.0.1:{echo.port}", egress_address="127.0.0.2"))
+                            options(f"a.shared.test:443=127.0.0.1:{echo.port}",
+                                    f"api.example.test:443=127.0.0.1:{echo.port}",
+                                    egress_address="127.0.0.2"))
     port = run.gateway.http_proxy_port
     for host in (b"a.shared.test", b"api.example.test"):
         answer, reader, writer = await _request(port, b"CONNECT " + host + b":443 HTTP/1.1\r\n\r\n")
@@ -162,7 +163,7 @@ async def test_silent_proxy_client_is_answered_408(run_gateway):
 
 async def test_proxy_over_the_connection_limit_answers_503(backends, run_gateway):
     echo = await backends.echo()
-    run = await run_gateway(egress_map(kind=None), options(f"api.example.test=127.0.0.1:{echo.port}",
+    run = await run_gateway(egress_map(kind=None), options(f"api.example.test:443=127.0.0.1:{echo.port}",
                                                            limits=Limits(max_connections=1)))
     port = run.gateway.http_proxy_port
     answer, reader, writer = await _request(port, b"CONNECT api.example.test:443 HTTP/1.1\r\n\r\n")
@@ -177,7 +178,7 @@ async def test_unreachable_destination_is_502(run_gateway):
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        pin = f"api.example.test=127.0.0.1:{s.getsockname()[1]}"
+        pin = f"api.example.test:443=127.0.0.1:{s.getsockname()[1]}"
         run = await run_gateway(egress_map(kind=None), options(pin))
         status, reason = await _refusal(run.gateway.http_proxy_port,
                                         b"CONNECT api.example.test:443 HTTP/1.1\r\n\r\n")

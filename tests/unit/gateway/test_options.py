@@ -10,6 +10,7 @@ from egressmail.gateway.options import (
     Timeouts,
     find_pin,
     parse_connect_to,
+    pinned_elsewhere,
 )
 
 
@@ -54,9 +55,27 @@ def test_connect_to_round_trips_through_str():
 
 def test_find_pin_first_match_and_port_kept():
     pins = (parse_connect_to("a.test:465=127.0.0.1:2465"), parse_connect_to("a.test=127.0.0.9"))
-    assert find_pin(pins, "a.test", 465) == ("127.0.0.1", 2465)
-    assert find_pin(pins, "A.TEST", 587) == ("127.0.0.9", 587)
-    assert find_pin(pins, "b.test", 465) is None
+    assert find_pin(pins, "a.test", 465, port_forward=True) == ("127.0.0.1", 2465)
+    assert find_pin(pins, "A.TEST", 587, port_forward=True) == ("127.0.0.9", 587)
+    assert find_pin(pins, "b.test", 465, port_forward=True) is None
+
+
+def test_the_http_proxy_follows_only_pins_for_its_exact_name_and_port():
+    pins = (parse_connect_to("a.test:443=127.0.0.1:2443"), parse_connect_to("b.test=127.0.0.9"))
+    assert find_pin(pins, "a.test.", 443, port_forward=False) == ("127.0.0.1", 2443)
+    assert find_pin(pins, "a.test", 8443, port_forward=False) is None
+    assert find_pin(pins, "b.test", 443, port_forward=False) is None  # no port: port forwards only
+    # ...and a name some pin names, on a port no pin covers, is refused rather than resolved
+    assert pinned_elsewhere(pins, "A.test", 8443) == pins[0]
+    assert pinned_elsewhere(pins, "b.test", 443) == pins[1]
+    assert pinned_elsewhere(pins, "a.test", 443) is None
+    assert pinned_elsewhere(pins, "c.test", 443) is None
+
+
+def test_limits_max_lookups():
+    assert Limits().max_lookups == 16
+    with pytest.raises(ValueError, match="max_lookups"):
+        Limits(max_lookups=0)
 
 
 def test_timeouts_and_limits_defaults_and_validation():
