@@ -67,7 +67,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -
 @click.option("--no-http-proxy", is_flag=True, help="Run without the HTTP proxy.")
 @click.option("--connect-to", "connect_to", metavar="NAME:PORT=HOST:PORT", multiple=True,
               help="Send connections for NAME:PORT to HOST:PORT instead of resolving NAME "
-                   "(curl's --connect-to; repeatable). The client's TLS name does not change.")
+                   "(curl's --connect-to; repeatable). The client's TLS name does not change. "
+                   "A pin covers that exact NAME:PORT only (NAME=HOST without a port: port "
+                   "forwards only); the HTTP proxy refuses a pinned NAME on any other port.")
 @click.option("--egress-address", metavar="ADDR", default=None,
               help="The dedicated egress IP: outgoing connections bind it (kinds dedicatedEgressIp, vpn).")
 @click.option("--metrics", "metrics", metavar="HOST:PORT", default=None,

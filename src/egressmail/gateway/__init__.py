@@ -16,6 +16,7 @@ from egressmail.gateway.options import (
     Timeouts,
     parse_connect_to,
 )
+from egressmail.gateway.resolver import Resolver
 from egressmail.gateway.server import EgressMapProvider, Gateway, rule_label
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "GatewayOptions",
     "InvalidGatewayOption",
     "Limits",
+    "Resolver",
     "Timeouts",
     "Via",
     "format_json",
