@@ -1,23 +1,5 @@
 """Fixtures of the outbox unit tests: a real SQLite outbox file in tmp_path with a hand-moved clock."""
 
-from __future__ import annotations
+from tests.unit.outbox.helpers import clock, outbox
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
-from egressmail.mail.outbox import Outbox
-
-from .helpers import Clock
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def outbox(tmp_path: Path, clock: Clock) -> Iterator[Outbox]:
-    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
-        yield box
+__all__ = ["clock", "outbox"]

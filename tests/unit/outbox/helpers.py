@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from egressmail.mail.envelope import Envelope
+from egressmail.mail.outbox import Outbox
 from egressmail.mail.outbox_model import AttemptReport, Claim
 from egressmail.mail.retry import AttemptKind, RetryPolicy
 
@@ -48,3 +53,19 @@ def report(claim: Claim, kind: AttemptKind, policy: RetryPolicy, now: float, *,
     return AttemptReport(kind=kind, decision=decision, started_at=now, finished_at=now,
                          session_id="s1", code=code, reply=f"{code} reply" if code else None,
                          accepted=accepted or {}, refused=refused or {}, deferred=deferred or {})
+
+
+# Fixtures shared by the outbox unit and integration tests (each conftest re-exports them).
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """A hand-moved clock, so lease expiry and backoff are tested without waiting."""
+    return Clock()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, clock: Clock) -> Iterator[Outbox]:
+    """A real SQLite outbox file in tmp_path, on ``clock``."""
+    with Outbox(tmp_path / "outbox.db", clock=clock) as box:
+        yield box
